@@ -1,0 +1,2 @@
+//! Encapsulation of Ethernet frames in overlay data messages; TCP MSS clamping; ICMP fragmentation-needed.
+//! STUB: the helper replaces this.

@@ -1,0 +1,319 @@
+//! One VN endpoint: the single entry point a runtime talks to (DESIGN.md "vn-core: the node").
+//!
+//! Inputs are `handle_*` calls with the current monotonic time; outputs are drained with
+//! [`Node::poll_transmit`] and [`Node::poll_event`]; [`Node::poll_at`] says when to call
+//! [`Node::handle_timeout`] (calling it early is harmless). P1 serves one site in router mode:
+//! proxy ARP for the service block, DHCP, DNS and ICMP echo at the service addresses.
+
+use core::net::SocketAddr;
+
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr,
+    IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
+};
+
+use crate::arp::{ArpOutcome, ArpProxy};
+use crate::config::Site;
+use crate::dhcp::{Allocator, Binding, DhcpServer, LocalPool};
+use crate::dns::DnsServer;
+use crate::event::Event;
+use crate::queue::{Cx, Outbox, Transmit};
+use crate::rand::Rng;
+use crate::stats::Stats;
+use crate::wire::{self, UdpMeta, ETHERTYPE_RARP};
+
+/// DHCP server port.
+const DHCP_SERVER_PORT: u16 = 67;
+/// DNS port.
+const DNS_PORT: u16 = 53;
+
+/// A VN endpoint with its capacities:
+/// `LEASES` DHCP bindings, `HOSTS` entries in the LAN's MAC->IP index, `DNSQ` forwarded DNS queries in
+/// flight, `TXQ` queued outputs (each [`crate::queue::FRAME_CAP`] bytes), `EVQ` queued events.
+pub struct Node<
+    const LEASES: usize = 64,
+    const HOSTS: usize = 256,
+    const DNSQ: usize = 32,
+    const TXQ: usize = 16,
+    const EVQ: usize = 32,
+> {
+    site: Site,
+    rng: Rng,
+    stats: Stats,
+    out: Outbox<TXQ, EVQ>,
+    arp: ArpProxy<HOSTS>,
+    dhcp: DhcpServer<LEASES>,
+    pool: LocalPool,
+    dns: DnsServer<DNSQ>,
+    started: bool,
+}
+
+/// The defaults: 64 leases, 256 hosts, 32 DNS queries, 16 outputs, 32 events (about 26 KiB of queue).
+pub type DefaultNode = Node;
+
+impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usize, const EVQ: usize>
+    Node<LEASES, HOSTS, DNSQ, TXQ, EVQ>
+{
+    /// A node for `site`, with `seed` for protocol randomness (DNS ids and ports; never key material).
+    pub fn new(site: Site, seed: u64) -> Self {
+        Self {
+            pool: LocalPool::new(&site),
+            site,
+            rng: Rng::new(seed),
+            stats: Stats::default(),
+            out: Outbox::default(),
+            arp: ArpProxy::new(),
+            dhcp: DhcpServer::new(),
+            dns: DnsServer::new(),
+            started: false,
+        }
+    }
+
+    /// The site this node serves.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Reload a persisted binding (at start, before any traffic): valid for one full lease from `now`.
+    /// Returns false when the binding no longer fits the namespace (outside the pool) or the table is full.
+    pub fn restore_binding(&mut self, now: Instant, binding: &Binding) -> bool {
+        let ok = self.dhcp.restore(now, &self.site, binding);
+        if ok {
+            self.arp.learn(now, &self.site, binding.mac, binding.ip);
+        }
+        ok
+    }
+
+    /// The current bindings with their remaining durations, for the runtime to persist.
+    pub fn bindings(&self, now: Instant) -> impl Iterator<Item = Binding> + '_ {
+        self.dhcp.bindings(now)
+    }
+
+    /// The runtime has persisted [`Node::bindings`]: held frames (DHCP ACKs) may now leave.
+    pub fn bindings_persisted(&mut self) {
+        self.out.tx.release_held();
+    }
+
+    fn cx_parts(
+        &mut self,
+        now: Instant,
+    ) -> (Cx<'_>, &Site, &mut ArpProxy<HOSTS>, &mut DhcpServer<LEASES>, &mut LocalPool, &mut DnsServer<DNSQ>)
+    {
+        (
+            Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out },
+            &self.site,
+            &mut self.arp,
+            &mut self.dhcp,
+            &mut self.pool,
+            &mut self.dns,
+        )
+    }
+
+    fn ensure_started(&mut self, now: Instant) {
+        if !self.started {
+            self.started = true;
+            let (mut cx, site, arp, ..) = self.cx_parts(now);
+            arp.announce(&mut cx, site);
+        }
+    }
+
+    /// A frame from the LAN side. Malformed frames are dropped and counted, never a panic.
+    // HOT PATH
+    pub fn handle_lan(&mut self, now: Instant, frame: &[u8]) {
+        self.ensure_started(now);
+        self.stats.lan_rx += 1;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let src_mac = eth.src_addr();
+        if src_mac == self.site.router_mac || !src_mac.is_unicast() {
+            // Our own MAC from elsewhere (another router on this LAN: P2's LAN hello handles it) or a
+            // forged multicast source: never learn from it.
+            self.stats.other_dropped += 1;
+            return;
+        }
+        match eth.ethertype() {
+            EthernetProtocol::Arp => self.lan_arp(now, src_mac, eth.payload()),
+            EthernetProtocol::Ipv4 => self.lan_ipv4(now, src_mac, eth.dst_addr(), eth.payload()),
+            EthernetProtocol::Ipv6 => self.stats.ipv6_dropped += 1,
+            EthernetProtocol::Unknown(ETHERTYPE_RARP) => {
+                let (mut cx, site, arp, ..) = self.cx_parts(now);
+                arp.handle_rarp(&mut cx, site, src_mac, eth.payload());
+            }
+            _ => self.stats.other_dropped += 1,
+        }
+    }
+
+    fn lan_arp(&mut self, now: Instant, src_mac: EthernetAddress, payload: &[u8]) {
+        let repr = match ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p)) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        let (mut cx, site, arp, dhcp, pool, _) = self.cx_parts(now);
+        if let ArpOutcome::Seen { ip, mac } = arp.handle_arp(&mut cx, site, src_mac, &repr) {
+            dhcp.on_address_seen(&mut cx, site, pool, ip, mac);
+        }
+    }
+
+    fn lan_ipv4(&mut self, now: Instant, src_mac: EthernetAddress, dst_mac: EthernetAddress, payload: &[u8]) {
+        let Ok(ip) = Ipv4Packet::new_checked(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Ok(repr) = Ipv4Repr::parse(&ip, &smoltcp::phy::ChecksumCapabilities::default()) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let (src, dst) = (repr.src_addr, repr.dst_addr);
+        if self.site.params.is_vn_host(src) {
+            self.arp.learn(now, &self.site, src_mac, src);
+        }
+        let for_service = self.site.params.is_service_addr(dst);
+        let broadcast = dst == Ipv4Address::BROADCAST || dst == self.site.params.broadcast();
+        let body = &ip.payload()[..repr.payload_len.min(ip.payload().len())];
+        match repr.next_header {
+            IpProtocol::Udp if for_service || broadcast => {
+                let Ok((src_port, dst_port, udp_payload)) = wire::parse_udp(src, dst, body) else {
+                    self.stats.malformed += 1;
+                    return;
+                };
+                let meta = UdpMeta { src_mac, dst_mac, src_ip: src, dst_ip: dst, src_port, dst_port };
+                if !self.arp.serving() {
+                    self.stats.stopped_drops += 1;
+                    return;
+                }
+                let (mut cx, site, _arp, dhcp, pool, dns) = self.cx_parts(now);
+                match dst_port {
+                    DHCP_SERVER_PORT => {
+                        cx.stats.dhcp_rx += 1;
+                        dhcp.handle(&mut cx, site, pool, &meta, udp_payload);
+                    }
+                    DNS_PORT if dst == site.dns_addr => {
+                        cx.stats.dns_rx += 1;
+                        dns.handle_query(&mut cx, site, &*dhcp, &meta, udp_payload);
+                    }
+                    _ => cx.stats.other_dropped += 1,
+                }
+            }
+            IpProtocol::Icmp if for_service => self.echo_reply(src_mac, &repr, body),
+            _ if broadcast || dst.is_multicast() => self.stats.other_dropped += 1,
+            _ if dst_mac == self.site.router_mac => {
+                // Remote VN destinations (P2) and the Internet egress (P4) are not served yet.
+                self.stats.no_route += 1;
+            }
+            _ => self.stats.other_dropped += 1,
+        }
+    }
+
+    /// Answer ICMP echo to a service address, so hosts can ping their gateway and DNS server.
+    fn echo_reply(&mut self, src_mac: EthernetAddress, ip: &Ipv4Repr, body: &[u8]) {
+        let caps = smoltcp::phy::ChecksumCapabilities::default();
+        let Ok(icmp) = Icmpv4Packet::new_checked(body) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Ok(Icmpv4Repr::EchoRequest { ident, seq_no, data }) = Icmpv4Repr::parse(&icmp, &caps) else {
+            self.stats.other_dropped += 1;
+            return;
+        };
+        if !self.arp.serving() {
+            self.stats.stopped_drops += 1;
+            return;
+        }
+        let reply = Icmpv4Repr::EchoReply { ident, seq_no, data };
+        let out_ip = Ipv4Repr {
+            src_addr: ip.dst_addr,
+            dst_addr: ip.src_addr,
+            next_header: IpProtocol::Icmp,
+            payload_len: reply.buffer_len(),
+            hop_limit: 64,
+        };
+        let router_mac = self.site.router_mac;
+        let ok = self.out.tx.push(&mut self.stats, crate::queue::Dest::Lan, false, |buf| {
+            let total = wire::ETHERNET_HEADER_LEN + out_ip.buffer_len() + reply.buffer_len();
+            if buf.len() < total {
+                return None;
+            }
+            let mut eth = EthernetFrame::new_unchecked(&mut buf[..total]);
+            smoltcp::wire::EthernetRepr {
+                src_addr: router_mac,
+                dst_addr: src_mac,
+                ethertype: EthernetProtocol::Ipv4,
+            }
+            .emit(&mut eth);
+            let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+            out_ip.emit(&mut ipp, &caps);
+            let mut icmp = Icmpv4Packet::new_unchecked(ipp.payload_mut());
+            reply.emit(&mut icmp, &caps);
+            Some(total)
+        });
+        if ok {
+            self.stats.icmp_echo_replies += 1;
+        }
+    }
+
+    /// A datagram from the overlay socket. The overlay comes with P2; until then every datagram is
+    /// counted as dropped.
+    pub fn handle_overlay(&mut self, now: Instant, _from: SocketAddr, _datagram: &[u8]) {
+        self.ensure_started(now);
+        self.stats.other_dropped += 1;
+    }
+
+    /// An answer to one of the node's own upstream queries (DNS forwarding), received on `local_port`.
+    pub fn handle_upstream(&mut self, now: Instant, from: SocketAddr, local_port: u16, datagram: &[u8]) {
+        let (mut cx, site, _arp, _dhcp, _pool, dns) = self.cx_parts(now);
+        dns.handle_upstream(&mut cx, site, from, local_port, datagram);
+    }
+
+    /// Run timers. Safe to call at any time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ensure_started(now);
+        let (mut cx, site, arp, dhcp, pool, dns) = self.cx_parts(now);
+        arp.handle_timeout(&mut cx, site);
+        dhcp.handle_timeout(&mut cx, site, pool);
+        dns.handle_timeout(&mut cx, site);
+    }
+
+    /// When [`Node::handle_timeout`] should next run. `Some(Instant::ZERO)`-like past values mean "now".
+    pub fn poll_at(&self) -> Option<Instant> {
+        if !self.started {
+            return Some(Instant::ZERO);
+        }
+        [self.arp.poll_at(), self.dhcp.poll_at(), self.dns.poll_at()].into_iter().flatten().min()
+    }
+
+    /// Copy the next output into `buf`. Returns `None` when nothing can leave now (empty, or the head
+    /// waits for [`Node::bindings_persisted`]). `buf` should hold [`crate::queue::FRAME_CAP`] bytes.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.out.tx.pop(&mut self.stats, buf);
+        if let Some(Transmit::Lan(_)) = t {
+            self.stats.lan_tx += 1;
+        }
+        t
+    }
+
+    /// Whether outputs wait for the binding table to be persisted.
+    pub fn transmit_held(&self) -> bool {
+        self.out.tx.head_held()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// The allocator this node hands addresses from.
+    pub fn allocator(&self) -> &dyn Allocator {
+        &self.pool
+    }
+}

@@ -1,0 +1,295 @@
+//! Bounded output queues: frames and datagrams waiting for [`crate::Node::poll_transmit`], events waiting
+//! for [`crate::Node::poll_event`]. When a queue is full the new item is dropped and counted
+//! ([`crate::stats::Stats::tx_queue_full`], [`crate::stats::Stats::event_queue_full`]); protocols above
+//! retransmit, so dropping the newest is safe and keeps memory fixed.
+
+use core::net::SocketAddr;
+
+use crate::event::Event;
+use crate::stats::Stats;
+
+/// Room for one output: an Ethernet frame of the largest VN MTU plus headers, or an upstream datagram.
+pub const FRAME_CAP: usize = 1536;
+
+/// What [`crate::Node::poll_transmit`] wrote into the caller's buffer, and where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// An Ethernet frame of this length for the LAN side.
+    Lan(usize),
+    /// A UDP datagram for the overlay socket.
+    Overlay {
+        /// Destination endpoint.
+        to: SocketAddr,
+        /// Datagram length.
+        len: usize,
+    },
+    /// A UDP datagram of the node's own (a forwarded DNS query), sent from `local_port`.
+    Upstream {
+        /// Destination endpoint.
+        to: SocketAddr,
+        /// Source port chosen by the core (random per DNS query, RFC 5452).
+        local_port: u16,
+        /// Datagram length.
+        len: usize,
+    },
+    /// An IPv4 packet for the Internet egress (router mode with egress on).
+    Egress(usize),
+}
+
+/// Where a queued output goes (a [`Transmit`] without its length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// The LAN.
+    Lan,
+    /// The overlay socket.
+    Overlay(SocketAddr),
+    /// The node's upstream socket bound to `local_port`.
+    Upstream {
+        /// Destination endpoint.
+        to: SocketAddr,
+        /// Source port.
+        local_port: u16,
+    },
+    /// The Internet egress.
+    Egress,
+}
+
+struct Slot {
+    dest: Dest,
+    len: u16,
+    held: bool,
+    buf: [u8; FRAME_CAP],
+}
+
+/// A ring of `N` output slots. Outputs leave in order; a held output (one that depends on the binding
+/// table being persisted first) blocks those behind it until [`TxQueue::release_held`].
+pub struct TxQueue<const N: usize> {
+    slots: [Slot; N],
+    head: usize,
+    len: usize,
+}
+
+impl<const N: usize> Default for TxQueue<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> TxQueue<N> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self {
+            slots: core::array::from_fn(|_| Slot {
+                dest: Dest::Lan,
+                len: 0,
+                held: false,
+                buf: [0; FRAME_CAP],
+            }),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// Number of queued outputs.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queue an output built by `build`, which writes into a zeroed buffer of [`FRAME_CAP`] bytes and
+    /// returns the length used (or `None` to abandon it). Returns `false` when the queue was full
+    /// (counted in `stats`) or `build` gave up.
+    pub fn push(
+        &mut self,
+        stats: &mut Stats,
+        dest: Dest,
+        held: bool,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        if self.len == N {
+            stats.tx_queue_full += 1;
+            return false;
+        }
+        let idx = (self.head + self.len) % N;
+        let slot = &mut self.slots[idx];
+        slot.buf.fill(0);
+        match build(&mut slot.buf) {
+            Some(len) if len <= FRAME_CAP => {
+                slot.dest = dest;
+                slot.len = len as u16;
+                slot.held = held;
+                self.len += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Mark every queued output as free to leave.
+    pub fn release_held(&mut self) {
+        for i in 0..self.len {
+            self.slots[(self.head + i) % N].held = false;
+        }
+    }
+
+    /// Whether the head of the queue waits for persistence.
+    pub fn head_held(&self) -> bool {
+        self.len > 0 && self.slots[self.head].held
+    }
+
+    /// Copy the oldest output into `buf` and remove it. Returns `None` when empty, when the head is
+    /// held, or when `buf` is too small (the output is then dropped and counted as queue-full, since
+    /// a runtime with a short buffer would never get it out).
+    pub fn pop(&mut self, stats: &mut Stats, buf: &mut [u8]) -> Option<Transmit> {
+        if self.len == 0 || self.slots[self.head].held {
+            return None;
+        }
+        let slot = &self.slots[self.head];
+        let len = usize::from(slot.len);
+        let dest = slot.dest;
+        self.head = (self.head + 1) % N;
+        self.len -= 1;
+        if buf.len() < len {
+            stats.tx_queue_full += 1;
+            return None;
+        }
+        buf[..len].copy_from_slice(&self.slots[(self.head + N - 1) % N].buf[..len]);
+        Some(match dest {
+            Dest::Lan => Transmit::Lan(len),
+            Dest::Overlay(to) => Transmit::Overlay { to, len },
+            Dest::Upstream { to, local_port } => Transmit::Upstream { to, local_port, len },
+            Dest::Egress => Transmit::Egress(len),
+        })
+    }
+}
+
+/// The shared context a component handler gets: current time, output queues and counters.
+/// Components never own queues, so all their output drains through one place.
+pub struct Cx<'a> {
+    /// Current monotonic time.
+    pub now: smoltcp::time::Instant,
+    /// Protocol randomness (never key material).
+    pub rng: &'a mut crate::rand::Rng,
+    /// Counters.
+    pub stats: &'a mut Stats,
+    /// Output sink.
+    pub out: &'a mut dyn Out,
+}
+
+/// The output side of [`Cx`], implemented by the node's queues.
+pub trait Out {
+    /// Queue an output built by `build` (see [`TxQueue::push`]); `held` outputs wait for persistence.
+    fn push(
+        &mut self,
+        stats: &mut Stats,
+        dest: Dest,
+        held: bool,
+        build: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> bool;
+    /// Queue an event; `false` (and counted) when the event queue is full.
+    fn event(&mut self, stats: &mut Stats, event: Event) -> bool;
+}
+
+impl Cx<'_> {
+    /// Queue a LAN frame.
+    pub fn lan(&mut self, build: &mut dyn FnMut(&mut [u8]) -> Option<usize>) -> bool {
+        self.out.push(self.stats, Dest::Lan, false, build)
+    }
+    /// Queue a LAN frame that must not leave before the binding table is persisted (a DHCP ACK).
+    pub fn lan_held(&mut self, build: &mut dyn FnMut(&mut [u8]) -> Option<usize>) -> bool {
+        self.out.push(self.stats, Dest::Lan, true, build)
+    }
+    /// Queue a datagram to the upstream resolver.
+    pub fn upstream(
+        &mut self,
+        to: SocketAddr,
+        local_port: u16,
+        build: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        self.out.push(self.stats, Dest::Upstream { to, local_port }, false, build)
+    }
+    /// Queue an event.
+    pub fn event(&mut self, event: Event) -> bool {
+        self.out.event(self.stats, event)
+    }
+}
+
+/// A node's two output queues together.
+pub struct Outbox<const TXQ: usize, const EVQ: usize> {
+    /// Frames and datagrams.
+    pub tx: TxQueue<TXQ>,
+    /// Events.
+    pub events: heapless::Deque<Event, EVQ>,
+}
+
+impl<const TXQ: usize, const EVQ: usize> Default for Outbox<TXQ, EVQ> {
+    fn default() -> Self {
+        Self { tx: TxQueue::new(), events: heapless::Deque::new() }
+    }
+}
+
+impl<const TXQ: usize, const EVQ: usize> Out for Outbox<TXQ, EVQ> {
+    fn push(
+        &mut self,
+        stats: &mut Stats,
+        dest: Dest,
+        held: bool,
+        build: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        self.tx.push(stats, dest, held, build)
+    }
+    fn event(&mut self, stats: &mut Stats, event: Event) -> bool {
+        if self.events.push_back(event).is_err() {
+            stats.event_queue_full += 1;
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_drops_newest_and_counts() {
+        let mut q = TxQueue::<2>::new();
+        let mut st = Stats::default();
+        assert!(q.push(&mut st, Dest::Lan, false, |b| {
+            b[0] = 1;
+            Some(1)
+        }));
+        assert!(q.push(&mut st, Dest::Lan, false, |b| {
+            b[0] = 2;
+            Some(1)
+        }));
+        assert!(!q.push(&mut st, Dest::Lan, false, |b| {
+            b[0] = 3;
+            Some(1)
+        }));
+        assert_eq!(st.tx_queue_full, 1);
+        let mut buf = [0u8; 16];
+        assert_eq!(q.pop(&mut st, &mut buf), Some(Transmit::Lan(1)));
+        assert_eq!(buf[0], 1);
+        assert_eq!(q.pop(&mut st, &mut buf), Some(Transmit::Lan(1)));
+        assert_eq!(buf[0], 2);
+        assert_eq!(q.pop(&mut st, &mut buf), None);
+    }
+
+    #[test]
+    fn held_output_blocks_until_released() {
+        let mut q = TxQueue::<4>::new();
+        let mut st = Stats::default();
+        q.push(&mut st, Dest::Lan, true, |_| Some(10));
+        q.push(&mut st, Dest::Lan, false, |_| Some(20));
+        let mut buf = [0u8; 64];
+        assert_eq!(q.pop(&mut st, &mut buf), None);
+        q.release_held();
+        assert_eq!(q.pop(&mut st, &mut buf), Some(Transmit::Lan(10)));
+        assert_eq!(q.pop(&mut st, &mut buf), Some(Transmit::Lan(20)));
+    }
+}

@@ -1,0 +1,40 @@
+//! Counters of what the node did and dropped. Every drop has a counter: nothing is dropped silently.
+
+/// Counters kept by a [`crate::Node`]; read them with [`crate::Node::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// LAN frames received.
+    pub lan_rx: u64,
+    /// LAN frames handed to the runtime.
+    pub lan_tx: u64,
+    /// Frames or datagrams dropped because they did not parse (bad length, checksum, field).
+    pub malformed: u64,
+    /// Frames dropped because the transmit queue was full.
+    pub tx_queue_full: u64,
+    /// Events dropped because the event queue was full.
+    pub event_queue_full: u64,
+    /// IPv6 frames dropped at the edge (proxy mode carries IPv4 only).
+    pub ipv6_dropped: u64,
+    /// Frames of other EtherTypes dropped.
+    pub other_dropped: u64,
+    /// IPv4 packets to the router MAC with no local or remote destination.
+    pub no_route: u64,
+    /// ARP requests answered.
+    pub arp_replies: u64,
+    /// ARP requests not looked up because the requester exceeded its rate.
+    pub arp_rate_limited: u64,
+    /// DHCP messages received.
+    pub dhcp_rx: u64,
+    /// DHCP messages ignored (not for us, wrong type, pool exhausted, ...).
+    pub dhcp_ignored: u64,
+    /// DNS queries received.
+    pub dns_rx: u64,
+    /// DNS queries forwarded upstream.
+    pub dns_forwarded: u64,
+    /// DNS queries dropped (malformed beyond a FORMERR, or the forward table was full).
+    pub dns_dropped: u64,
+    /// ICMP echo requests to service addresses answered.
+    pub icmp_echo_replies: u64,
+    /// Frames sent while serving was stopped by a service-address conflict (dropped instead).
+    pub stopped_drops: u64,
+}
