@@ -23,6 +23,8 @@ pub mod dhcp;
 pub mod dns;
 pub mod encap;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod node;
 pub mod queue;
 pub mod rand;

@@ -1,0 +1,14 @@
+//! Fuzz entry points, shared by the cargo-fuzz targets in `fuzz/` and by the regression test that
+//! replays their corpora (`tests/fuzz_corpus.rs`) in the normal test run. Each one parses untrusted bytes,
+//! re-emits what parsed and parses that again; any panic is a bug.
+#![allow(missing_docs)]
+
+mod dhcp;
+mod dns;
+mod node_lan;
+mod overlay;
+
+pub use dhcp::dhcp;
+pub use dns::dns;
+pub use node_lan::node_lan;
+pub use overlay::overlay;
