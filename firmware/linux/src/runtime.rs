@@ -53,8 +53,17 @@ impl Clock {
 
 /// Run until SIGTERM or SIGINT.
 pub fn run(cfg: Config) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(serve(cfg))
+    // The node's tables are fixed-size arrays built by value before they are boxed; a debug build may
+    // keep several copies on the stack, so the runtime gets a thread with room for them.
+    std::thread::Builder::new()
+        .name("vngate".into())
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(serve(cfg))
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the runtime thread panicked"))?
 }
 
 fn random_seed() -> Result<u64> {
