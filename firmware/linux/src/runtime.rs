@@ -116,6 +116,7 @@ async fn serve(cfg: Config) -> Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let (up_tx, mut up_rx) = mpsc::channel::<(u16, SocketAddr, Vec<u8>)>(256);
     let mut upstream: HashMap<u16, Arc<UdpSocket>> = HashMap::new();
     let mut rx = vec![0u8; 65536];
@@ -153,6 +154,7 @@ async fn serve(cfg: Config) -> Result<()> {
             _ = sleep => node.handle_timeout(clock.now()),
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sigusr1.recv() => info!("stats: {:?}", node.stats()),
         }
         flush(&mut node, &clock, &store, &tap, &mut tx, &mut upstream, &up_tx).await?;
     }
