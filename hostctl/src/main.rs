@@ -1,1 +1,125 @@
-fn main() {}
+//! `hostctl`: the admin's tool for a VN. In this version it creates a namespace's daemon configuration
+//! (a fresh random namespace id and checked parameters); certificates, status and migration come with the
+//! overlay (P2) and the CA (P3), when `hostctl ns create` replaces `config init`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use vn_core::config::{AddrRange, NamespaceParams};
+use vn_core::{Ipv4Address, Ipv4Cidr};
+
+#[derive(Parser)]
+#[command(name = "hostctl", version, about = "Provision and manage a vngate virtual network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Daemon configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Write a router's configuration for a new namespace, with a fresh random namespace id.
+    Init {
+        /// Namespace name (a DNS label; the domain defaults to NAME.home.arpa).
+        #[arg(long)]
+        name: String,
+        /// The VN subnet, e.g. 10.250.0.0/16.
+        #[arg(long)]
+        subnet: String,
+        /// DHCP pool FIRST-LAST (default: the subnet minus the service block).
+        #[arg(long)]
+        pool: Option<String>,
+        /// TAP device on the site's dedicated bridge.
+        #[arg(long, default_value = "vn0")]
+        tap: String,
+        /// Where the daemon keeps its bindings.
+        #[arg(long, default_value = "/var/lib/vngate")]
+        state_dir: String,
+        /// Upstream resolver for names outside the VN.
+        #[arg(long)]
+        upstream_dns: Option<Ipv4Address>,
+        /// Output file (refuses to overwrite without --force).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_cidr(s: &str) -> Result<Ipv4Cidr> {
+    let (a, p) = s.split_once('/').context("--subnet must look like 10.250.0.0/16")?;
+    let addr: Ipv4Address = a.parse().context("--subnet: bad address")?;
+    let prefix: u8 = p.parse().context("--subnet: bad prefix length")?;
+    if prefix > 32 {
+        bail!("--subnet: the prefix length must be at most 32");
+    }
+    Ok(Ipv4Cidr::new(addr, prefix))
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Config(ConfigCmd::Init { name, subnet, pool, tap, state_dir, upstream_dns, out, force }) => {
+            let mut id = [0u8; 16];
+            getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("the OS random generator failed: {e}"))?;
+            let mut params = NamespaceParams::new(id, &name, parse_cidr(&subnet)?)
+                .map_err(|e| anyhow::anyhow!("{e}; fix --name or --subnet"))?;
+            if let Some(p) = &pool {
+                let (a, b) = p.split_once('-').context("--pool must look like 10.250.1.10-10.250.1.200")?;
+                params.pool = AddrRange::new(
+                    a.trim().parse().context("--pool: bad first address")?,
+                    b.trim().parse().context("--pool: bad last address")?,
+                );
+            }
+            params.upstream_dns = upstream_dns;
+            params.validate().map_err(|e| anyhow::anyhow!("{e}; fix the options and try again"))?;
+            let mut text = format!(
+                "# vngate router configuration, made by `hostctl config init`.\n[namespace]\nid = \"{}\"\nname = \"{}\"\nsubnet = \"{}\"\npool = \"{}-{}\"\nlease_time = {}\ndomain = \"{}\"\nmtu = {}\negress = {}\n",
+                hex::encode(params.id),
+                params.name,
+                params.subnet,
+                params.pool.first,
+                params.pool.last,
+                params.lease_time.secs(),
+                params.domain,
+                params.mtu,
+                params.egress
+            );
+            if let Some(u) = params.upstream_dns {
+                text.push_str(&format!("upstream_dns = \"{u}\"\n"));
+            }
+            text.push_str(&format!("\n[daemon]\ntap = \"{tap}\"\nstate_dir = \"{state_dir}\"\n"));
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .create_new(!force)
+                .open(&out)
+                .with_context(|| {
+                    format!("cannot create {} (it exists? pass --force to overwrite)", out.display())
+                })?;
+            f.write_all(text.as_bytes())?;
+            println!("wrote {} (namespace id {})", out.display(), hex::encode(params.id));
+        }
+    }
+    Ok(())
+}

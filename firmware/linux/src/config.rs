@@ -1,0 +1,269 @@
+//! The daemon's TOML configuration. Every error names the file and line, whether it is a syntax error,
+//! an unknown key, a bad value or a rule of the namespace (pool outside the subnet, MTU too small, ...).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use vn_core::config::{AddrRange, ConfigError, NamespaceParams};
+use vn_core::{Duration, Ipv4Cidr};
+
+/// What the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The VN's parameters.
+    pub params: NamespaceParams,
+    /// Name of the TAP device on the site's dedicated bridge.
+    pub tap: String,
+    /// Where bindings are persisted.
+    pub state_dir: PathBuf,
+}
+
+/// A configuration error, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line, when the error has a place.
+    pub line: Option<usize>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.path.display(), l, self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    namespace: Spanned<RawNamespace>,
+    daemon: Spanned<RawDaemon>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamespace {
+    id: Spanned<String>,
+    name: Spanned<String>,
+    subnet: Spanned<String>,
+    pool: Option<Spanned<String>>,
+    #[serde(rename = "static")]
+    static_range: Option<Spanned<String>>,
+    lease_time: Option<Spanned<u64>>,
+    domain: Option<Spanned<String>>,
+    mtu: Option<Spanned<u16>>,
+    egress: Option<Spanned<bool>>,
+    upstream_dns: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    tap: Spanned<String>,
+    state_dir: Spanned<String>,
+}
+
+/// Read and check the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+        path: path.to_owned(),
+        line: None,
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+fn line_of(text: &str, span: Range<usize>) -> usize {
+    text[..span.start.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Parse configuration `text` (read from `path`, which only labels errors).
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
+    let err = |span: Option<Range<usize>>, message: String| ConfigFileError {
+        path: path.to_owned(),
+        line: span.map(|s| line_of(text, s)),
+        message,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+    let ns = raw.namespace.get_ref();
+    let at = |s: &Spanned<String>| Some(s.span());
+
+    let id_hex = ns.id.get_ref();
+    let id: [u8; 16] = hex::decode(id_hex).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| {
+        err(
+            at(&ns.id),
+            "`id` must be 32 hex digits (16 random bytes, e.g. from `openssl rand -hex 16`)".into(),
+        )
+    })?;
+    let subnet = parse_cidr(ns.subnet.get_ref()).ok_or_else(|| {
+        err(
+            at(&ns.subnet),
+            format!("`subnet` {:?} is not an IPv4 prefix like 10.250.0.0/16", ns.subnet.get_ref()),
+        )
+    })?;
+    let mut params = NamespaceParams::new(id, ns.name.get_ref(), subnet).map_err(|e| {
+        let span = match e {
+            ConfigError::BadName | ConfigError::BadDomain => ns.name.span(),
+            _ => ns.subnet.span(),
+        };
+        err(Some(span), e.to_string())
+    })?;
+    if let Some(p) = &ns.pool {
+        params.pool = parse_range(p.get_ref()).ok_or_else(|| {
+            err(at(p), format!("`pool` {:?} is not a range like 10.250.1.10-10.250.1.200", p.get_ref()))
+        })?;
+    }
+    if let Some(s) = &ns.static_range {
+        params.static_range = Some(parse_range(s.get_ref()).ok_or_else(|| {
+            err(at(s), format!("`static` {:?} is not a range like 10.250.2.1-10.250.2.254", s.get_ref()))
+        })?);
+    }
+    if let Some(l) = &ns.lease_time {
+        params.lease_time = Duration::from_secs(*l.get_ref());
+    }
+    if let Some(d) = &ns.domain {
+        let d = d.get_ref().trim_end_matches('.');
+        params.domain.clear();
+        params.domain.push_str(&d.to_ascii_lowercase()).map_err(|_| {
+            err(at(ns.domain.as_ref().unwrap_or(&ns.name)), "`domain` is longer than 253 characters".into())
+        })?;
+    }
+    if let Some(m) = &ns.mtu {
+        params.mtu = *m.get_ref();
+    }
+    if let Some(e) = &ns.egress {
+        params.egress = *e.get_ref();
+    }
+    if let Some(u) = &ns.upstream_dns {
+        params.upstream_dns =
+            Some(u.get_ref().parse::<Ipv4Addr>().map_err(|_| {
+                err(at(u), format!("`upstream_dns` {:?} is not an IPv4 address", u.get_ref()))
+            })?);
+    }
+    params.validate().map_err(|e| {
+        let span = match e {
+            ConfigError::PoolOutsideSubnet | ConfigError::PoolOverlapsStatic => {
+                ns.pool.as_ref().map(Spanned::span)
+            }
+            ConfigError::OverlapsServiceBlock => {
+                ns.pool.as_ref().map(Spanned::span).or(ns.static_range.as_ref().map(Spanned::span))
+            }
+            ConfigError::StaticOutsideSubnet => ns.static_range.as_ref().map(Spanned::span),
+            ConfigError::MtuOutOfRange => ns.mtu.as_ref().map(Spanned::span),
+            ConfigError::LeaseTimeOutOfRange => ns.lease_time.as_ref().map(Spanned::span),
+            ConfigError::BadDomain => ns.domain.as_ref().map(Spanned::span).or(Some(ns.name.span())),
+            ConfigError::BadName => Some(ns.name.span()),
+            ConfigError::SubnetTooSmall | ConfigError::SubnetNotNetwork => Some(ns.subnet.span()),
+        }
+        .or(Some(raw.namespace.span()));
+        err(span, e.to_string())
+    })?;
+
+    let d = raw.daemon.get_ref();
+    let tap = d.tap.get_ref().clone();
+    if tap.is_empty()
+        || tap.len() > 15
+        || !tap.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(err(
+            at(&d.tap),
+            format!("`tap` {tap:?} is not a valid interface name (1-15 of a-z, 0-9, - _ .)"),
+        ));
+    }
+    let state_dir = PathBuf::from(d.state_dir.get_ref());
+    if !state_dir.is_absolute() {
+        return Err(err(at(&d.state_dir), "`state_dir` must be an absolute path".into()));
+    }
+    Ok(Config { params, tap, state_dir })
+}
+
+fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
+    let (a, p) = s.trim().split_once('/')?;
+    let prefix: u8 = p.parse().ok()?;
+    if prefix > 32 {
+        return None;
+    }
+    Some(Ipv4Cidr::new(a.parse().ok()?, prefix))
+}
+
+fn parse_range(s: &str) -> Option<AddrRange> {
+    let (a, b) = s.trim().split_once('-')?;
+    let r = AddrRange::new(a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (!r.is_empty()).then_some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[namespace]
+id = "00112233445566778899aabbccddeeff"
+name = "demo"
+subnet = "10.250.0.0/16"
+pool = "10.250.1.10-10.250.1.200"
+lease_time = 600
+mtu = 1400
+egress = true
+upstream_dns = "10.99.0.53"
+
+[daemon]
+tap = "vn0"
+state_dir = "/var/lib/vngate"
+"#;
+
+    fn p(text: &str) -> Result<Config, ConfigFileError> {
+        parse(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults_filled() {
+        let c = p(GOOD).unwrap();
+        assert_eq!(c.params.domain.as_str(), "demo.home.arpa");
+        assert_eq!(c.params.mtu, 1400);
+        assert_eq!(c.params.lease_time.secs(), 600);
+        assert!(c.params.egress);
+        assert_eq!(c.params.pool.first, Ipv4Addr::new(10, 250, 1, 10));
+        assert_eq!(c.tap, "vn0");
+    }
+
+    #[test]
+    fn each_error_names_its_line() {
+        let cases = [
+            ("mtu = 1400", "mtu = 1200", 8, "1280"),
+            ("pool = \"10.250.1.10-10.250.1.200\"", "pool = \"10.250.0.1-10.250.1.200\"", 6, "service block"),
+            ("pool = \"10.250.1.10-10.250.1.200\"", "pool = \"10.251.0.10-10.251.0.20\"", 6, "pool"),
+            ("subnet = \"10.250.0.0/16\"", "subnet = \"10.250.0.0/33\"", 5, "IPv4 prefix"),
+            ("id = \"00112233445566778899aabbccddeeff\"", "id = \"0011\"", 3, "32 hex"),
+            ("lease_time = 600", "lease_time = 5", 7, "lease time"),
+            ("egress = true", "egress = maybe", 9, ""),
+            ("tap = \"vn0\"", "tap = \"a very long name\"", 13, "interface name"),
+            ("egress = true", "egress = true\ncolour = \"red\"", 10, "colour"),
+            ("upstream_dns = \"10.99.0.53\"", "upstream_dns = \"resolver\"", 10, "IPv4 address"),
+        ];
+        for (from, to, line, needle) in cases {
+            let text = GOOD.replace(from, to);
+            let e = p(&text).expect_err(to);
+            assert_eq!(e.line, Some(line), "{to}: {e}");
+            assert!(e.to_string().contains(needle), "{to}: {e}");
+            assert!(e.to_string().starts_with(&format!("t.toml:{line}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_section_is_an_error_not_a_panic() {
+        let e = p("[namespace]\nid = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+}

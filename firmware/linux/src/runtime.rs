@@ -1,0 +1,249 @@
+//! The tokio runtime around one `vn_core::Node`: TAP in and out, upstream DNS sockets, the timer at
+//! `poll_at`, SIGTERM, and the bindings file written before held ACKs are released.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use anyhow::{Context, Result};
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use vn_core::queue::FRAME_CAP;
+use vn_core::{Event, Instant, Site, Transmit};
+
+use crate::config::Config;
+use crate::persist::BindingsFile;
+
+/// The daemon's node: room for 4096 leases, 4096 LAN hosts, 256 DNS forwards in flight, 256 queued
+/// outputs (384 KiB) and 256 events.
+type DaemonNode = vn_core::Node<4096, 4096, 256, 256, 256>;
+
+/// Frames read from the TAP per wake-up before outputs are flushed (and the bindings file written once
+/// for all of them: a group commit under a DHCP flood).
+const RX_BATCH: usize = 64;
+/// How long an upstream DNS socket waits for its answer.
+const UPSTREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// Send logs (ours via tracing, vn-core's via `log`) to stderr; RUST_LOG overrides the `info` default.
+pub fn init_logging() {
+    let _ = tracing_log::LogTracer::init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+struct Clock(StdInstant);
+
+impl Clock {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.0.elapsed().as_micros() as i64)
+    }
+    fn std_at(&self, at: Instant) -> StdInstant {
+        self.0 + std::time::Duration::from_micros(at.total_micros().max(0) as u64)
+    }
+}
+
+/// Run until SIGTERM or SIGINT.
+pub fn run(cfg: Config) -> Result<()> {
+    // The node's tables are fixed-size arrays built by value before they are boxed; a debug build may
+    // keep several copies on the stack, so the runtime gets a thread with room for them.
+    std::thread::Builder::new()
+        .name("vngate".into())
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(serve(cfg))
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the runtime thread panicked"))?
+}
+
+fn random_seed() -> Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("OS random generator failed: {e}"))?;
+    Ok(u64::from_le_bytes(b))
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let site = Site::new(cfg.params.clone()).context("namespace parameters")?;
+    let clock = Clock(StdInstant::now());
+    // The node is large (leases, queues): build it on the heap.
+    let mut node: Box<DaemonNode> = Box::new(DaemonNode::new(site, random_seed()?));
+
+    let store = BindingsFile::new(&cfg.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
+    let (saved, bad) =
+        store.load().with_context(|| format!("cannot read the bindings file {}", store.path().display()))?;
+    for b in &bad {
+        warn!("{}:{}: {}; line skipped", store.path().display(), b.line, b.reason);
+    }
+    let now = clock.now();
+    let restored = saved.iter().filter(|b| node.restore_binding(now, b)).count();
+    info!(
+        "restored {restored} of {} bindings from {} (each valid for a full lease from now)",
+        saved.len(),
+        store.path().display()
+    );
+
+    let tap = tokio_tun::Tun::builder()
+        .name(&cfg.tap)
+        .tap()
+        .mtu(i32::from(cfg.params.mtu.max(1500)))
+        .up()
+        .build()
+        .with_context(|| {
+            format!("cannot open TAP device {} (are you root? does another process hold it?)", cfg.tap)
+        })?
+        .pop()
+        .context("no TAP queue returned")?;
+    info!(
+        "serving namespace {} ({}) on {}: DNS/DHCP at {}, gateway {}, router MAC {}",
+        cfg.params.name,
+        cfg.params.subnet,
+        cfg.tap,
+        node.site().dns_addr,
+        node.site().gateway_addr,
+        node.site().router_mac
+    );
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let (up_tx, mut up_rx) = mpsc::channel::<(u16, SocketAddr, Vec<u8>)>(256);
+    let mut upstream: HashMap<u16, Arc<UdpSocket>> = HashMap::new();
+    let mut rx = vec![0u8; 65536];
+    let mut tx = vec![0u8; FRAME_CAP];
+
+    loop {
+        let deadline = node.poll_at().map(|at| clock.std_at(at));
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tap.recv(&mut rx) => {
+                let n = r.context("reading the TAP device")?;
+                let now = clock.now();
+                node.handle_lan(now, &rx[..n]);
+                // Drain what else is waiting, so one flush (and one bindings write) serves the batch.
+                for _ in 1..RX_BATCH {
+                    match tap.try_recv(&mut rx) {
+                        Ok(n) => node.handle_lan(now, &rx[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e).context("reading the TAP device"),
+                    }
+                }
+            }
+            Some((port, from, data)) = up_rx.recv() => {
+                upstream.remove(&port);
+                // An empty datagram marks a socket whose wait ran out: vn-core times the query out itself.
+                if !data.is_empty() {
+                    node.handle_upstream(clock.now(), from, port, &data);
+                }
+            }
+            _ = sleep => node.handle_timeout(clock.now()),
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sigusr1.recv() => info!("stats: {:?}", node.stats()),
+        }
+        flush(&mut node, &clock, &store, &tap, &mut tx, &mut upstream, &up_tx).await?;
+    }
+    // Bindings were written on every change; write once more so remaining durations are fresh.
+    store.store(node.bindings(clock.now())).context("writing the bindings file at shutdown")?;
+    info!("bindings saved to {}; stats: {:?}", store.path().display(), node.stats());
+    Ok(())
+}
+
+/// Drain events (persisting the binding table when it changed), then every output.
+async fn flush(
+    node: &mut DaemonNode,
+    clock: &Clock,
+    store: &BindingsFile,
+    tap: &tokio_tun::Tun,
+    buf: &mut [u8],
+    upstream: &mut HashMap<u16, Arc<UdpSocket>>,
+    up_tx: &mpsc::Sender<(u16, SocketAddr, Vec<u8>)>,
+) -> Result<()> {
+    let mut changed = false;
+    while let Some(ev) = node.poll_event() {
+        match ev {
+            Event::BindingsChanged => changed = true,
+            Event::PoolExhausted | Event::ServiceConflict { .. } | Event::AddressInUse { .. } => {
+                warn!("event {ev:?}")
+            }
+            _ => info!("event {ev:?}"),
+        }
+    }
+    if changed {
+        // The ACKs that depend on this write are held in the node until it is on disk.
+        store
+            .store(node.bindings(clock.now()))
+            .with_context(|| format!("writing the bindings file {}", store.path().display()))?;
+        node.bindings_persisted();
+    }
+    while let Some(t) = node.poll_transmit(clock.now(), buf) {
+        match t {
+            Transmit::Lan(len) => {
+                if let Err(e) = tap.send(&buf[..len]).await {
+                    warn!("TAP write failed: {e}");
+                }
+            }
+            Transmit::Upstream { to, local_port, len } => {
+                send_upstream(upstream, up_tx, to, local_port, &buf[..len]).await;
+            }
+            Transmit::Overlay { .. } | Transmit::Egress(_) => {
+                debug!("dropping {t:?}: no overlay or egress in this build");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Send a forwarded DNS query from the port vn-core chose, and wait (in a task) for one answer.
+async fn send_upstream(
+    upstream: &mut HashMap<u16, Arc<UdpSocket>>,
+    up_tx: &mpsc::Sender<(u16, SocketAddr, Vec<u8>)>,
+    to: SocketAddr,
+    local_port: u16,
+    data: &[u8],
+) {
+    let sock = match upstream.get(&local_port) {
+        Some(s) => s.clone(),
+        None => match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, local_port)).await {
+            Ok(s) => {
+                let s = Arc::new(s);
+                upstream.insert(local_port, s.clone());
+                let (s2, tx) = (s.clone(), up_tx.clone());
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 65536];
+                    if let Ok(Ok((n, from))) = tokio::time::timeout(UPSTREAM_WAIT, s2.recv_from(&mut b)).await
+                    {
+                        b.truncate(n);
+                        let _ = tx.send((local_port, from, b)).await;
+                    } else {
+                        let _ = tx.send((local_port, SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new())).await;
+                    }
+                });
+                s
+            }
+            Err(e) => {
+                // The port is taken by someone else: drop the query, the client retries with a new one.
+                warn!("cannot bind upstream port {local_port}: {e}");
+                return;
+            }
+        },
+    };
+    if let Err(e) = sock.send_to(data, to).await {
+        warn!("upstream DNS send to {to} failed: {e}");
+    }
+}
