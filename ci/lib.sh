@@ -207,15 +207,18 @@ vt_wait_for() {
 
 # ---- the vngate daemon -----------------------------------------------------------------------------------
 
-# vt_build: the release binaries this test needs (vngate, dhcp-probe). Sets VNGATE and DHCP_PROBE.
+# vt_build: the binaries this test needs (vngate, dhcp-probe), debug profile unless VT_PROFILE=release (the same
+# build ci/test.sh has just made, so this is quick there). Sets VNGATE and DHCP_PROBE unless already set.
 vt_build() {
-    local target=${CARGO_TARGET_DIR:-$VT_ROOT/target}
+    local target=${CARGO_TARGET_DIR:-$VT_ROOT/target} profile=${VT_PROFILE:-debug} flag=
+    [ "$profile" = release ] && flag=--release
     if [ -z "${VNGATE:-}" ] || [ -z "${DHCP_PROBE:-}" ]; then
-        vt_log "building vngate and dhcp-probe (cargo build --release)"
-        (cd "$VT_ROOT" && cargo build --release --quiet -p vngate -p vn-citools) || vt_die "cargo build failed"
+        vt_log "building vngate and dhcp-probe (cargo build $flag)"
+        # shellcheck disable=SC2086
+        (cd "$VT_ROOT" && cargo build $flag --quiet -p vngate -p vn-citools) || vt_die "cargo build failed"
     fi
-    VNGATE=${VNGATE:-$target/release/vngate}
-    DHCP_PROBE=${DHCP_PROBE:-$target/release/dhcp-probe}
+    VNGATE=${VNGATE:-$target/$profile/vngate}
+    DHCP_PROBE=${DHCP_PROBE:-$target/$profile/dhcp-probe}
     [ -x "$VNGATE" ] || vt_die "no vngate binary at $VNGATE"
     [ -x "$DHCP_PROBE" ] || vt_die "no dhcp-probe binary at $DHCP_PROBE"
 }

@@ -130,8 +130,9 @@ step_router_mac() {
         if [ -z "$ROUTER_MAC" ]; then ROUTER_MAC=$m; fi
         vt_expect "${VT_HOSTNAME[$h]} resolved .1 to the router MAC" "$m" "$ROUTER_MAC"
     done
-    local first=$((16#${ROUTER_MAC%%:*}))
-    if [ -n "$ROUTER_MAC" ] && [ $((first & 3)) = 2 ]; then
+    local first=0
+    [[ "$ROUTER_MAC" =~ ^[0-9a-f]{2}(:[0-9a-f]{2}){5}$ ]] && first=$((16#${ROUTER_MAC%%:*}))
+    if [ $((first & 3)) = 2 ]; then
         vt_pass "router MAC $ROUTER_MAC is unicast and locally administered"
     else
         vt_fail "router MAC '$ROUTER_MAC' is not a locally administered unicast address"
@@ -314,6 +315,11 @@ step_pool() {
         vt_fail "the next client after a DECLINE of '$ipd': exit $rc, got '$ip3'"
     fi
 
+    if [ -z "$ip1" ] || [ -z "$ipd" ] || [ -z "$ip3" ]; then
+        vt_fail "the 3-address pool was not filled; skipping exhaustion and RELEASE"
+        vt_daemon_stop TERM 5
+        return
+    fi
     out=$(probe --timeout 6 discover --mac 02:00:00:e0:00:04)
     rc=$?
     if [ "$rc" = 2 ] && [ "$out" = "no offer" ]; then
