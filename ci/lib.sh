@@ -127,7 +127,7 @@ vt_host_add() {
         echo $$ >"$dir/holder.pid.tmp"
         mv "$dir/holder.pid.tmp" "$dir/holder.pid"
         exec sleep 86400
-    ' vt-holder "$dir" "$hn"
+    ' vt-holder "$dir" "$hn" </dev/null >>"$dir/holder.log" 2>&1
     local i
     for i in $(seq 50); do
         [ -s "$dir/holder.pid" ] && break
@@ -248,14 +248,14 @@ vt_write_config() {
 vt_daemon_start() {
     local r
     r=$(vt_ns "$1")
-    vt_bg ip netns exec "$r" env RUST_LOG="${RUST_LOG:-info}" "$VNGATE" --config "$2" 2>>"$3"
+    vt_bg ip netns exec "$r" env RUST_LOG="${RUST_LOG:-info}" "$VNGATE" --config "$2" </dev/null >>"$3" 2>&1
     VT_DAEMON_PID=$VT_LAST_PID
 }
 
 # vt_daemon_stop SIGNAL [SECONDS]: signal the daemon and wait (bounded) for it; returns its exit status,
 # or 124 if it did not exit in time (then it is killed).
 vt_daemon_stop() {
-    local sig=$1 secs=${2:-5} i
+    local sig=$1 secs=${2:-5} i rc
     kill -"$sig" "$VT_DAEMON_PID" 2>/dev/null
     for i in $(seq $((secs * 10))); do
         kill -0 "$VT_DAEMON_PID" 2>/dev/null || break
@@ -263,10 +263,12 @@ vt_daemon_stop() {
     done
     if kill -0 "$VT_DAEMON_PID" 2>/dev/null; then
         kill -KILL "$VT_DAEMON_PID" 2>/dev/null
-        wait "$VT_DAEMON_PID" 2>/dev/null
+        { wait "$VT_DAEMON_PID"; } 2>/dev/null
         return 124
     fi
-    wait "$VT_DAEMON_PID" 2>/dev/null
+    { wait "$VT_DAEMON_PID"; } 2>/dev/null
+    rc=$?
+    return "$rc"
 }
 
 # ---- DHCP clients -----------------------------------------------------------------------------------------

@@ -205,9 +205,24 @@ cap_stop() {
     sleep 0.3
     kill "$CAP_PID" 2>/dev/null
     wait "$CAP_PID" 2>/dev/null
-    tshark -r "$CAP" -Y dhcp -T fields -e eth.src -e dhcp.hw.mac_addr -e dhcp.option.dhcp -e dhcp.ip.your \
-        2>/dev/null
+    cap_parse "$CAP"
 }
+# cap_parse PCAP: "<eth src> <chaddr> <message type number> <yiaddr> <udp checksum ok|bad>" per DHCP message
+# (a client's own frames may show "bad" from checksum offload on its veth; only the router's must be ok).
+cap_parse() {
+    tcpdump -r "$1" -nn -e -vv 2>/dev/null | awk '
+        function flush() { if (src != "") print src, ch, t, yi, sum; src = ""; ch = "-"; t = 0; yi = "0.0.0.0"; sum = "ok" }
+        BEGIN { split("Discover Offer Request Decline ACK NACK Release Inform", names, " ")
+                for (i in names) num[names[i]] = i }
+        /^[0-9][0-9]:[0-9][0-9]:/ { flush(); src = $2 }
+        /bad udp cksum/ { sum = "bad" }
+        /Client-Ethernet-Address/ { ch = tolower($2) }
+        /Your-IP/ { yi = $2 }
+        /DHCP-Message \(53\)/ { t = num[$NF] + 0 }
+        END { flush() }'
+}
+# ACKs to HOST's MAC seen so far in the running capture
+cap_peek() { cap_parse "$CAP" | awk -v m="${VT_MAC[$1]}" '$2 == m && $3 == 5' | wc -l; }
 
 # renew_check HOST TRIGGER_FN WAIT_FN: capture, trigger a renewal, wait for the client, check the exchange.
 renew_check() {
@@ -215,15 +230,15 @@ renew_check() {
     cap_start "$h"
     "$2" "$h"
     vt_wait_for 20 "$3" "$h"
-    msgs=$(cap_stop | awk -v m="$mac" 'tolower($2) == m')
+    msgs=$(cap_stop | awk -v m="$mac" '$2 == m')
     acks=$(printf '%s\n' "$msgs" | awk -v ip="${IP[$h]}" '$3 == 5 && $4 == ip' | wc -l)
-    naks=$(printf '%s\n' "$msgs" | awk '$3 == 6' | wc -l)
+    naks=$(printf '%s\n' "$msgs" | awk '$3 == 6 || ($5 == "bad" && $1 != $2)' | wc -l)
     offers=$(printf '%s\n' "$msgs" | awk '$3 == 2' | wc -l)
     ip=$(vt_lease "$h" "$c" ip)
     if [ "$acks" -ge 1 ] && [ "$naks" = 0 ] && [ "$offers" = 0 ] && [ "$ip" = "${IP[$h]}" ]; then
-        vt_pass "$c renewal after restart: ACK for ${IP[$h]}, no NAK, no new DISCOVER/OFFER"
+        vt_pass "$c renewal after restart: ACK for ${IP[$h]}, no NAK, no new DISCOVER/OFFER, checksums ok"
     else
-        vt_fail "$c renewal after restart: $acks ACK, $naks NAK, $offers OFFER; address '${IP[$h]}' -> '$ip'"
+        vt_fail "$c renewal after restart: $acks ACK, $naks NAK or bad checksum, $offers OFFER; address '${IP[$h]}' -> '$ip'"
         printf '%s\n' "$msgs" | sed 's/^/    | /'
     fi
 }
@@ -236,22 +251,16 @@ udhcpc_renewed() {
     [ "$(vt_host_exec "$1" cat /run/udhcpc/events | wc -l)" -gt "$UDHCPC_EVENTS" ] &&
         vt_host_exec "$1" tail -n 1 /run/udhcpc/events | grep -q '^renew '
 }
-# dhclient has no renew signal: stop it without releasing (-x) and start it again, which re-requests the
-# address from its lease file (INIT-REBOOT, RFC 2131 §3.2).
+# dhclient has no renew signal: stop it with SIGTERM (no RELEASE; `dhclient -x` would itself broadcast a DISCOVER
+# first) and start it again, which re-requests the address from its lease file (INIT-REBOOT, RFC 2131 §3.2).
 dhclient_renew() {
-    local dir
-    dir=$(vt_host_dir "$1")
-    vt_host_exec "$1" timeout 10 dhclient -4 -x -pf /run/dhclient.pid >>"$dir/dhclient.log" 2>&1
+    vt_host_exec "$1" sh -c 'p=$(cat /run/dhclient.pid) && kill -TERM "$p" &&
+        for i in $(seq 50); do kill -0 "$p" 2>/dev/null || exit 0; sleep 0.1; done; exit 1'
     vt_start_dhclient "$1" "${VT_HOSTNAME[$1]}"
 }
 dhclient_renewed() { has_addr "$1" "${IP[$1]}/16"; }
 dhcpcd_renew() { vt_host_exec "$1" timeout 10 dhcpcd -4 -n eth0 >>"$(vt_host_dir "$1")/dhcpcd.log" 2>&1; }
 dhcpcd_renewed() { [ "$(cap_peek "$1")" -ge 1 ]; }
-# ACKs to HOST's MAC seen so far in the running capture
-cap_peek() {
-    tshark -r "$CAP" -Y "dhcp.option.dhcp == 5 && dhcp.hw.mac_addr == ${VT_MAC[$1]}" -T fields -e frame.number \
-        2>/dev/null | wc -l
-}
 
 step_restart() {
     vt_daemon_stop KILL 5
@@ -265,6 +274,20 @@ step_restart() {
     vt_pass "vngate restarted after SIGKILL"
     vt_wait_for 10 sh -c "ip netns exec $(vt_ns a) dig @$DNS +short +time=1 +tries=1 \
         $(vt_cname "${IP[a]:-10.250.0.3}").$VT_DOMAIN | grep -q ." || true
+    # The restarted daemon knows the bindings: a new client asking for a bound address is offered another one,
+    # and the hostnames still resolve.
+    local out got h
+    out=$(vt_host_exec a "$DHCP_PROBE" -i eth0 discover --mac 02:00:00:f0:00:01 --requested "${IP[b]}")
+    got=$(printf '%s' "$out" | sed -n 's/.*"ip":"\([^"]*\)".*/\1/p')
+    if [ -n "$got" ] && [ "$got" != "${IP[a]}" ] && [ "$got" != "${IP[b]}" ] && [ "$got" != "${IP[c]}" ]; then
+        vt_pass "after restart a new client asking for bravo's ${IP[b]} is offered $got instead"
+    else
+        vt_fail "after restart a new client asking for ${IP[b]}: '$out'"
+    fi
+    for h in "${VT_HOSTS[@]}"; do
+        got=$(vt_dig a "${VT_HOSTNAME[$h]}.$VT_DOMAIN" A | tr '\n' ' ' | sed 's/ *$//')
+        vt_expect "after restart ${VT_HOSTNAME[$h]}.$VT_DOMAIN still resolves" "$got" "${IP[$h]}"
+    done
     renew_check a udhcpc_renew udhcpc_renewed
     renew_check b dhclient_renew dhclient_renewed
     renew_check c dhcpcd_renew dhcpcd_renewed
