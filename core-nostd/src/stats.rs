@@ -27,6 +27,8 @@ pub struct Stats {
     pub dhcp_rx: u64,
     /// DHCP messages ignored (not for us, wrong type, pool exhausted, ...).
     pub dhcp_ignored: u64,
+    /// DHCP DISCOVERs dropped because every address check (ARP before OFFER) slot was busy.
+    pub dhcp_checks_full: u64,
     /// DNS queries received.
     pub dns_rx: u64,
     /// DNS queries forwarded upstream.
