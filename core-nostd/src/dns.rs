@@ -626,3 +626,617 @@ fn fmt_u8(v: u8, buf: &mut [u8; 3]) -> usize {
     }
     3 - skip
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NamespaceParams;
+    use crate::queue::{Outbox, Transmit};
+    use crate::rand::Rng;
+    use crate::stats::Stats;
+    use crate::wire::dns::Packet as DnsPacket;
+    use crate::wire::{EthernetAddress, EthernetFrame, Ipv4Cidr, Ipv4Packet};
+    use std::vec::Vec as StdVec;
+
+    // Fixtures: see crate::wire::dns tests (dig 9.18 captured by ci/fixtures/capture-dns.sh).
+    static Q_EDNS_COOKIE: &[u8] = include_bytes!("../tests/fixtures/dns/query-edns-cookie.bin");
+    static Q_NOEDNS: &[u8] = include_bytes!("../tests/fixtures/dns/query-noedns.bin");
+    static Q_NORECURSE: &[u8] = include_bytes!("../tests/fixtures/dns/query-norecurse-nocookie.bin");
+    static Q_PTR: &[u8] = include_bytes!("../tests/fixtures/dns/query-ptr.bin");
+    static Q_MIXED: &[u8] = include_bytes!("../tests/fixtures/dns/query-mixed-case.bin");
+    static Q_UPSTREAM: &[u8] = include_bytes!("../tests/fixtures/dns/query-upstream-a.bin");
+    static A_UPSTREAM: &[u8] = include_bytes!("../tests/fixtures/dns/answer-upstream-a.bin");
+
+    const CLIENT: Ipv4Address = Ipv4Address::new(10, 250, 5, 5);
+    const UPSTREAM: Ipv4Address = Ipv4Address::new(192, 0, 2, 53);
+
+    struct Names(&'static [(&'static str, Ipv4Address)]);
+
+    impl NameTable for Names {
+        fn lookup(&self, label: &str) -> Option<Ipv4Address> {
+            assert_eq!(label, label.to_ascii_lowercase(), "the table is asked in lowercase");
+            self.0.iter().find(|(n, _)| *n == label).map(|(_, ip)| *ip)
+        }
+        fn name_of(&self, ip: Ipv4Address) -> Option<&str> {
+            self.0.iter().find(|(_, i)| *i == ip).map(|(n, _)| *n)
+        }
+    }
+
+    static NONE: Names = Names(&[]);
+    static LAPTOP: Names = Names(&[("laptop", CLIENT), ("printer", Ipv4Address::new(10, 250, 9, 9))]);
+
+    struct T {
+        site: Site,
+        dns: DnsServer<2>,
+        out: Outbox<8, 4>,
+        stats: Stats,
+        rng: Rng,
+        now: Instant,
+    }
+
+    /// What came out: LAN payloads to the client, upstream datagrams.
+    #[derive(Debug)]
+    enum Out {
+        Client(StdVec<u8>),
+        Upstream { to: SocketAddr, local_port: u16, data: StdVec<u8> },
+    }
+
+    fn meta() -> UdpMeta {
+        UdpMeta {
+            src_mac: EthernetAddress([2, 0, 0, 0, 5, 5]),
+            dst_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            src_ip: CLIENT,
+            dst_ip: Ipv4Address::new(10, 250, 0, 1),
+            src_port: 40000,
+            dst_port: 53,
+        }
+    }
+
+    impl T {
+        fn new(upstream: bool) -> Self {
+            let mut p =
+                NamespaceParams::new([7; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16))
+                    .unwrap();
+            p.upstream_dns = upstream.then_some(UPSTREAM);
+            Self {
+                site: Site::new(p).unwrap(),
+                dns: DnsServer::new(),
+                out: Outbox::default(),
+                stats: Stats::default(),
+                rng: Rng::new(42),
+                now: Instant::from_secs(100),
+            }
+        }
+
+        fn query(&mut self, names: &dyn NameTable, payload: &[u8]) -> StdVec<Out> {
+            let mut cx = Cx { now: self.now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            self.dns.handle_query(&mut cx, &self.site, names, &meta(), payload);
+            self.drain()
+        }
+
+        fn upstream(&mut self, from: SocketAddr, local_port: u16, payload: &[u8]) -> StdVec<Out> {
+            let mut cx = Cx { now: self.now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            self.dns.handle_upstream(&mut cx, &self.site, from, local_port, payload);
+            self.drain()
+        }
+
+        fn timeout(&mut self) -> StdVec<Out> {
+            let mut cx = Cx { now: self.now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            self.dns.handle_timeout(&mut cx, &self.site);
+            self.drain()
+        }
+
+        fn drain(&mut self) -> StdVec<Out> {
+            let mut v = StdVec::new();
+            let mut buf = [0u8; 2048];
+            while let Some(t) = self.out.tx.pop(&mut self.stats, &mut buf) {
+                match t {
+                    Transmit::Lan(n) => {
+                        let eth = EthernetFrame::new_checked(&buf[..n]).unwrap();
+                        assert_eq!(eth.src_addr(), self.site.router_mac);
+                        assert_eq!(eth.dst_addr(), meta().src_mac);
+                        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                        assert!(ip.verify_checksum());
+                        assert_eq!((ip.src_addr(), ip.dst_addr()), (self.site.dns_addr, CLIENT));
+                        let (sp, dp, payload) =
+                            crate::wire::parse_udp(ip.src_addr(), ip.dst_addr(), ip.payload()).unwrap();
+                        assert_eq!((sp, dp), (53, 40000));
+                        v.push(Out::Client(payload.to_vec()));
+                    }
+                    Transmit::Upstream { to, local_port, len } => {
+                        v.push(Out::Upstream { to, local_port, data: buf[..len].to_vec() })
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            v
+        }
+    }
+
+    /// The one answer to the client.
+    fn answer(out: StdVec<Out>) -> StdVec<u8> {
+        match <[Out; 1]>::try_from(out) {
+            Ok([Out::Client(p)]) => p,
+            other => panic!("expected one answer to the client, got {other:?}"),
+        }
+    }
+
+    fn parse(p: &[u8]) -> Repr<'_, 4> {
+        Repr::parse(&DnsPacket::new_checked(p).unwrap()).unwrap()
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from_dotted(s).unwrap()
+    }
+
+    /// A query built with our own Repr.
+    fn q(id: u16, qname: &str, qtype: Type, edns: Option<u8>) -> StdVec<u8> {
+        let mut r: Repr<'_, 1> = Repr::new(id, Flags { recursion_desired: true, ..Flags::default() });
+        r.question = Some(Question { name: name(qname), qtype, qclass: Class::In });
+        r.opt = edns.map(|version| Opt { udp_size: 4096, ext_rcode: 0, version, flags: 0, options: &[] });
+        let mut buf = [0xa5u8; 512];
+        let n = r.emit(&mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+
+    fn only_a(r: &Repr<'_, 4>) -> Ipv4Address {
+        assert_eq!(r.answers.len(), 1, "{r:?}");
+        match r.answers[0].data {
+            RData::A(a) => a,
+            ref d => panic!("{d:?}"),
+        }
+    }
+
+    fn assert_soa_authority(r: &Repr<'_, 4>, owner: &str) {
+        assert_eq!(r.authority.len(), 1, "{r:?}");
+        let soa = &r.authority[0];
+        assert_eq!(soa.name, name(owner));
+        assert_eq!(soa.ttl, NEGATIVE_TTL);
+        match &soa.data {
+            RData::Soa(s) => {
+                assert_eq!(s.minimum, NEGATIVE_TTL);
+                assert_eq!(s.mname, name("ns.demo.home.arpa"));
+                assert_eq!(s.rname, name("hostmaster.demo.home.arpa"));
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn ip_derived_names_both_ways() {
+        let t = T::new(false);
+        assert_eq!(&ip_label(CLIENT), b"C250005005");
+        assert_eq!(ip_of_label(&t.site, b"C250005005"), Some(CLIENT));
+        assert_eq!(ip_of_label(&t.site, b"c250005005"), Some(CLIENT));
+        for ip in [
+            Ipv4Address::new(10, 250, 0, 3),
+            Ipv4Address::new(10, 250, 255, 254),
+            Ipv4Address::new(10, 250, 1, 0),
+        ] {
+            assert_eq!(ip_of_label(&t.site, &ip_label(ip)), Some(ip));
+        }
+        // Not VN hosts: network, service block, broadcast, bad digits, octet over 255.
+        for l in [
+            &b"C250000000"[..],
+            b"C250000001",
+            b"C250000002",
+            b"C250255255",
+            b"C25000500x",
+            b"C250005256",
+            b"C25000505",
+            b"D250005005",
+        ] {
+            assert_eq!(ip_of_label(&t.site, l), None, "{}", core::str::from_utf8(l).unwrap());
+        }
+    }
+
+    #[test]
+    fn dig_query_with_cookie_gets_an_authoritative_a_and_our_opt() {
+        let mut t = T::new(true);
+        let a = answer(t.query(&NONE, Q_EDNS_COOKIE));
+        let r = parse(&a);
+        assert_eq!(r.id, 0x7737);
+        assert!(r.flags.response && r.flags.authoritative && r.flags.recursion_desired && !r.flags.truncated);
+        assert!(r.flags.recursion_available, "an upstream is configured");
+        assert_eq!(r.rcode(), Rcode::NoError);
+        assert_eq!(r.question.as_ref().unwrap().name, name("c250005005.demo.home.arpa"));
+        assert_eq!(only_a(&r), CLIENT);
+        assert_eq!(r.answers[0].ttl, TTL);
+        let opt = r.opt.unwrap();
+        assert_eq!((opt.udp_size, opt.version, opt.options), (EDNS_UDP_SIZE, 0, &[][..]));
+        // hickory agrees.
+        let m = hickory_proto::op::Message::from_vec(&a).unwrap();
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers[0].data, hickory_proto::rr::RData::A(CLIENT.into()));
+        assert_eq!(t.stats.dns_forwarded, 0);
+    }
+
+    #[test]
+    fn plain_query_gets_no_opt_and_norecurse_is_echoed() {
+        let mut t = T::new(false);
+        let r = answer(t.query(&NONE, Q_NOEDNS));
+        let r = parse(&r);
+        assert!(r.opt.is_none());
+        assert!(!r.flags.recursion_available, "no upstream");
+        assert_eq!(only_a(&r), CLIENT);
+        let r = answer(t.query(&NONE, Q_NORECURSE));
+        let r = parse(&r);
+        assert!(!r.flags.recursion_desired);
+        assert_eq!(only_a(&r), CLIENT);
+    }
+
+    #[test]
+    fn mixed_case_query_is_answered_with_its_case_kept() {
+        let mut t = T::new(false);
+        let a = answer(t.query(&NONE, Q_MIXED));
+        let r = parse(&a);
+        assert_eq!(r.question.as_ref().unwrap().name.as_wire(), name("C250005005.Demo.HOME.arpa").as_wire());
+        assert_eq!(r.answers[0].name.as_wire(), name("C250005005.Demo.HOME.arpa").as_wire());
+        assert_eq!(only_a(&r), CLIENT);
+    }
+
+    #[test]
+    fn ptr_names_the_hostname_or_the_ip_derived_name() {
+        let mut t = T::new(true);
+        let a = answer(t.query(&NONE, Q_PTR));
+        let r = parse(&a);
+        assert!(r.flags.authoritative);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.answers[0].data, RData::Ptr(name("C250005005.demo.home.arpa")));
+        let a = answer(t.query(&LAPTOP, Q_PTR));
+        let r = parse(&a);
+        // One PTR only: the registered hostname.
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.answers[0].data, RData::Ptr(name("laptop.demo.home.arpa")));
+        // .1 is ns.
+        let r = answer(t.query(&NONE, &q(1, "1.0.250.10.in-addr.arpa", Type::Ptr, None)));
+        assert_eq!(parse(&r).answers[0].data, RData::Ptr(name("ns.demo.home.arpa")));
+        assert_eq!(t.stats.dns_forwarded, 0);
+    }
+
+    #[test]
+    fn hostnames_resolve_case_insensitively() {
+        let mut t = T::new(false);
+        for n in ["laptop.demo.home.arpa", "LapTop.DEMO.home.arpa"] {
+            let r = answer(t.query(&LAPTOP, &q(2, n, Type::A, None)));
+            assert_eq!(only_a(&parse(&r)), CLIENT);
+        }
+        let r = answer(t.query(&LAPTOP, &q(2, "printer.demo.home.arpa", Type::Any, None)));
+        assert_eq!(only_a(&parse(&r)), Ipv4Address::new(10, 250, 9, 9));
+        let r = answer(t.query(&LAPTOP, &q(2, "ns.demo.home.arpa", Type::A, None)));
+        assert_eq!(only_a(&parse(&r)), Ipv4Address::new(10, 250, 0, 1));
+    }
+
+    #[test]
+    fn unknown_names_in_the_domain_are_nxdomain_with_soa() {
+        let mut t = T::new(true);
+        for n in [
+            "nope.demo.home.arpa",
+            "C250255255.demo.home.arpa",
+            "C250005256.demo.home.arpa",
+            "a.laptop.demo.home.arpa",
+            "a.b.c.d.e.f.demo.home.arpa",
+        ] {
+            let a = answer(t.query(&LAPTOP, &q(3, n, Type::A, None)));
+            let r = parse(&a);
+            assert_eq!(r.rcode(), Rcode::NxDomain, "{n}");
+            assert!(r.flags.authoritative);
+            assert!(r.answers.is_empty());
+            assert_soa_authority(&r, "demo.home.arpa");
+        }
+        assert_eq!(t.stats.dns_forwarded, 0);
+        // hickory reads the negative answer.
+        let a = answer(t.query(&LAPTOP, &q(3, "nope.demo.home.arpa", Type::A, Some(0))));
+        let m = hickory_proto::op::Message::from_vec(&a).unwrap();
+        assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NXDomain);
+        assert_eq!(m.authorities.len(), 1);
+    }
+
+    #[test]
+    fn other_types_of_existing_names_are_nodata_with_soa() {
+        let mut t = T::new(true);
+        for (n, ty) in [
+            ("c250005005.demo.home.arpa", Type::Aaaa),
+            ("laptop.demo.home.arpa", Type::Mx),
+            ("demo.home.arpa", Type::A),
+            ("5.5.250.10.in-addr.arpa", Type::A),
+            ("5.250.10.in-addr.arpa", Type::Ptr),
+        ] {
+            let a = answer(t.query(&LAPTOP, &q(4, n, ty, None)));
+            let r = parse(&a);
+            assert_eq!(r.rcode(), Rcode::NoError, "{n}");
+            assert!(r.answers.is_empty() && r.flags.authoritative, "{n}");
+            let owner = if n.ends_with("arpa") && n.contains("in-addr") {
+                "250.10.in-addr.arpa"
+            } else {
+                "demo.home.arpa"
+            };
+            assert_soa_authority(&r, owner);
+        }
+    }
+
+    #[test]
+    fn apex_answers_soa_and_ns() {
+        let mut t = T::new(false);
+        for apex in ["demo.home.arpa", "250.10.in-addr.arpa"] {
+            let r = answer(t.query(&NONE, &q(5, apex, Type::Soa, None)));
+            let r = parse(&r);
+            assert_eq!(r.answers.len(), 1, "{apex}");
+            assert!(matches!(&r.answers[0].data, RData::Soa(s) if s.mname == name("ns.demo.home.arpa")));
+            assert!(r.authority.is_empty());
+            let r = answer(t.query(&NONE, &q(5, apex, Type::Ns, None)));
+            assert_eq!(parse(&r).answers[0].data, RData::Ns(name("ns.demo.home.arpa")));
+        }
+    }
+
+    #[test]
+    fn reverse_zone_is_answered_locally_never_forwarded() {
+        let mut t = T::new(true);
+        for n in [
+            "255.255.250.10.in-addr.arpa",
+            "0.0.250.10.in-addr.arpa",
+            "05.5.250.10.in-addr.arpa",
+            "x.5.5.250.10.in-addr.arpa",
+            "256.5.250.10.in-addr.arpa",
+        ] {
+            let a = answer(t.query(&NONE, &q(6, n, Type::Ptr, Some(0))));
+            let r = parse(&a);
+            assert_eq!(r.rcode(), Rcode::NxDomain, "{n}");
+            assert_soa_authority(&r, "250.10.in-addr.arpa");
+        }
+        assert_eq!(t.stats.dns_forwarded, 0);
+        // Outside the VN's zone: forwarded.
+        let out = t.query(&NONE, &q(6, "5.0.251.10.in-addr.arpa", Type::Ptr, None));
+        assert!(matches!(&out[..], [Out::Upstream { .. }]));
+    }
+
+    #[test]
+    fn other_names_are_forwarded_with_random_port_and_id_and_the_answer_relayed() {
+        let mut t = T::new(true);
+        let out = t.query(&NONE, Q_UPSTREAM);
+        let [Out::Upstream { to, local_port, data }] = &out[..] else { panic!("{out:?}") };
+        assert_eq!(*to, SocketAddr::V4(SocketAddrV4::new(UPSTREAM, 53)));
+        assert!(*local_port >= 49152);
+        let fwd = parse(data);
+        let client = parse(Q_UPSTREAM);
+        assert_ne!(fwd.id, client.id);
+        assert_eq!(fwd.question, client.question);
+        assert!(fwd.flags.recursion_desired && !fwd.flags.response);
+        assert_eq!(fwd.opt.unwrap().udp_size, EDNS_UDP_SIZE);
+        assert!(fwd.opt.unwrap().options.is_empty(), "the client's cookie stays between it and us");
+        assert_eq!(t.stats.dns_forwarded, 1);
+        assert_eq!(t.dns.poll_at(), Some(t.now + UPSTREAM_TIMEOUT));
+        // A second query goes out from another port with another id.
+        let out2 = t.query(&NONE, Q_UPSTREAM);
+        let [Out::Upstream { local_port: port2, data: data2, .. }] = &out2[..] else { panic!() };
+        assert_ne!(port2, local_port);
+        assert_ne!(parse(data2).id, fwd.id);
+        // dnsmasq's captured answer, re-addressed to our id: relayed with the client's id.
+        let mut up = A_UPSTREAM.to_vec();
+        up[..2].copy_from_slice(&fwd.id.to_be_bytes());
+        let a = answer(t.upstream(*to, *local_port, &up));
+        assert_eq!(&a[..2], &client.id.to_be_bytes());
+        assert_eq!(&a[2..], &A_UPSTREAM[2..]);
+        // Answered once: the same answer again is dropped.
+        assert!(t.upstream(*to, *local_port, &up).is_empty());
+        assert_eq!(t.stats.dns_upstream_dropped, 1);
+    }
+
+    #[test]
+    fn wrong_upstream_answers_are_dropped_and_counted() {
+        let mut t = T::new(true);
+        let out = t.query(&NONE, Q_UPSTREAM);
+        let [Out::Upstream { to, local_port, data }] = &out[..] else { panic!() };
+        let id = parse(data).id;
+        let mut good = A_UPSTREAM.to_vec();
+        good[..2].copy_from_slice(&id.to_be_bytes());
+        let other_ip = SocketAddr::V4(SocketAddrV4::new(Ipv4Address::new(192, 0, 2, 54), 53));
+        let other_port = SocketAddr::V4(SocketAddrV4::new(UPSTREAM, 5353));
+        let mut bad_id = good.clone();
+        bad_id[1] ^= 1;
+        let mut bad_q = good.clone();
+        bad_q[13] = b'x'; // www -> xww
+        let mut not_response = good.clone();
+        not_response[2] &= 0x7f;
+        let cases: [(SocketAddr, u16, &[u8]); 7] = [
+            (other_ip, *local_port, &good),
+            (other_port, *local_port, &good),
+            (*to, local_port.wrapping_add(1), &good),
+            (*to, *local_port, &bad_id),
+            (*to, *local_port, &bad_q),
+            (*to, *local_port, &not_response),
+            (*to, *local_port, &good[..11]),
+        ];
+        for (i, (from, port, p)) in cases.into_iter().enumerate() {
+            assert!(t.upstream(from, port, p).is_empty(), "case {i}");
+            assert_eq!(t.stats.dns_upstream_dropped, i as u64 + 1);
+        }
+        // The query still waits, and the right answer still gets through.
+        let a = answer(t.upstream(*to, *local_port, &good));
+        assert_eq!(parse(&a).answers.len(), 1);
+    }
+
+    #[test]
+    fn upstream_timeout_answers_servfail() {
+        let mut t = T::new(true);
+        let out = t.query(&NONE, &q(7, "example.org", Type::A, Some(0)));
+        assert_eq!(out.len(), 1);
+        t.now += Duration::from_millis(2999);
+        assert!(t.timeout().is_empty());
+        t.now += Duration::from_millis(1);
+        let a = answer(t.timeout());
+        let r = parse(&a);
+        assert_eq!((r.id, r.rcode()), (7, Rcode::ServFail));
+        assert!(r.opt.is_some(), "the client sent OPT");
+        assert_eq!(r.question.unwrap().name, name("example.org"));
+        assert_eq!(t.stats.dns_upstream_timeouts, 1);
+        assert_eq!(t.dns.poll_at(), None);
+    }
+
+    #[test]
+    fn full_pending_table_answers_servfail() {
+        let mut t = T::new(true);
+        for id in 0..2 {
+            assert!(matches!(
+                &t.query(&NONE, &q(id, "example.org", Type::A, None))[..],
+                [Out::Upstream { .. }]
+            ));
+        }
+        let a = answer(t.query(&NONE, &q(9, "example.org", Type::A, None)));
+        assert_eq!(parse(&a).rcode(), Rcode::ServFail);
+        assert_eq!(t.stats.dns_dropped, 1);
+        assert_eq!(t.stats.dns_forwarded, 2);
+    }
+
+    #[test]
+    fn no_upstream_answers_refused() {
+        let mut t = T::new(false);
+        let a = answer(t.query(&NONE, Q_UPSTREAM));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::Refused);
+        assert!(!r.flags.authoritative && r.opt.is_some());
+        assert_eq!(t.stats.dns_forwarded, 0);
+    }
+
+    #[test]
+    fn edns_version_above_zero_gets_badvers() {
+        let mut t = T::new(false);
+        let a = answer(t.query(&NONE, &q(8, "c250005005.demo.home.arpa", Type::A, Some(1))));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::BadVers);
+        assert_eq!(r.opt.unwrap().version, 0);
+        assert!(r.answers.is_empty());
+        let a = answer(t.query(&NONE, &q(8, "c250005005.demo.home.arpa", Type::A, Some(0))));
+        assert_eq!(parse(&a).rcode(), Rcode::NoError);
+    }
+
+    #[test]
+    fn relayed_answers_are_truncated_at_the_clients_size() {
+        for (edns, limit) in [(None, 512usize), (Some(0), usize::from(EDNS_UDP_SIZE))] {
+            let mut t = T::new(true);
+            let out = t.query(&NONE, &q(10, "big.example.org", Type::Txt, edns));
+            let [Out::Upstream { to, local_port, data }] = &out[..] else { panic!() };
+            let fwd = parse(data);
+            let pad = [7u8; 1500];
+            // An upstream answer one byte over the limit: a TXT record padding it out.
+            let mut r: Repr<'_, 4> =
+                Repr::new(fwd.id, Flags { response: true, recursion_available: true, ..fwd.flags });
+            r.question = fwd.question.clone();
+            let base = r.buffer_len() + 2 + 10;
+            let txt = &pad[..limit + 1 - base];
+            r.answers
+                .push(Record {
+                    name: name("big.example.org"),
+                    class: Class::In,
+                    ttl: 5,
+                    data: RData::Other(Type::Txt, txt),
+                })
+                .unwrap();
+            let mut buf = vec![0u8; 2000];
+            let n = r.emit(&mut buf).unwrap();
+            assert_eq!(n, limit + 1);
+            let a = answer(t.upstream(*to, *local_port, &buf[..n]));
+            let got = parse(&a);
+            assert!(got.flags.truncated && got.answers.is_empty());
+            assert_eq!((got.id, got.question.as_ref().unwrap().qtype), (10, Type::Txt));
+            assert_eq!(got.opt.is_some(), edns.is_some());
+            // One byte less fits and is relayed whole.
+            let out = t.query(&NONE, &q(11, "big.example.org", Type::Txt, edns));
+            let [Out::Upstream { to, local_port, data }] = &out[..] else { panic!() };
+            let fwd = parse(data);
+            r.id = fwd.id;
+            r.answers[0].data = RData::Other(Type::Txt, &txt[1..]);
+            let n = r.emit(&mut buf).unwrap();
+            let a = answer(t.upstream(*to, *local_port, &buf[..n]));
+            assert_eq!(a.len(), limit);
+            assert!(!parse(&a).flags.truncated);
+        }
+    }
+
+    #[test]
+    fn local_answers_too_big_are_truncated_to_the_question() {
+        let mut t = T::new(false);
+        let mut r: Repr<'_, SECTION> = Repr::new(1, Flags { response: true, ..Flags::default() });
+        r.question =
+            Some(Question { name: name("c250005005.demo.home.arpa"), qtype: Type::A, qclass: Class::In });
+        let full_q = r.buffer_len();
+        r.answers
+            .push(Record {
+                name: name("c250005005.demo.home.arpa"),
+                class: Class::In,
+                ttl: 1,
+                data: RData::A(CLIENT),
+            })
+            .unwrap();
+        let mut cx = Cx { now: t.now, rng: &mut t.rng, stats: &mut t.stats, out: &mut t.out };
+        send_to_client(&mut cx, &t.site, &meta(), full_q + 5, &r);
+        let a = answer(t.drain());
+        let got = parse(&a);
+        assert!(got.flags.truncated && got.answers.is_empty() && got.question.is_some());
+    }
+
+    #[test]
+    fn short_payloads_and_responses_are_dropped_and_counted() {
+        let mut t = T::new(true);
+        for n in 0..HEADER_LEN {
+            assert!(t.query(&NONE, &Q_NOEDNS[..n]).is_empty());
+        }
+        assert_eq!(t.stats.dns_dropped, HEADER_LEN as u64);
+        let mut resp = Q_NOEDNS.to_vec();
+        resp[2] |= 0x80;
+        assert!(t.query(&NONE, &resp).is_empty());
+        assert_eq!(t.stats.dns_dropped, HEADER_LEN as u64 + 1);
+    }
+
+    #[test]
+    fn other_opcodes_get_notimp() {
+        let mut t = T::new(true);
+        for opcode in [1u8, 2, 4, 5, 15] {
+            let mut m = Q_NOEDNS.to_vec();
+            m[2] = (m[2] & 0x87) | (opcode << 3);
+            let a = answer(t.query(&NONE, &m));
+            let r = parse(&a);
+            assert_eq!(r.rcode(), Rcode::NotImp);
+            assert_eq!(r.flags.opcode, opcode);
+            assert!(r.flags.response && r.answers.is_empty());
+        }
+        assert_eq!(t.stats.dns_forwarded, 0);
+    }
+
+    #[test]
+    fn bad_question_or_count_gets_formerr() {
+        let mut t = T::new(true);
+        let mut zero = Q_NOEDNS.to_vec();
+        zero[5] = 0;
+        zero.truncate(HEADER_LEN);
+        let mut two = Q_NOEDNS.to_vec();
+        two[5] = 2;
+        two.extend_from_slice(&Q_NOEDNS[HEADER_LEN..]);
+        let mut cut = Q_NOEDNS.to_vec();
+        cut.truncate(20);
+        let mut looped = Q_NOEDNS[..HEADER_LEN].to_vec();
+        looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        let mut two_opts = Q_NORECURSE.to_vec();
+        two_opts[11] = 2;
+        two_opts.extend_from_slice(&Q_NORECURSE[Q_NORECURSE.len() - 11..]);
+        for (i, m) in [zero, two, cut, looped, two_opts].iter().enumerate() {
+            let a = answer(t.query(&NONE, m));
+            let r = parse(&a);
+            assert_eq!(r.rcode(), Rcode::FormErr, "case {i}");
+            assert_eq!(r.id, u16::from_be_bytes([m[0], m[1]]));
+            assert!(r.question.is_none());
+        }
+        assert_eq!(t.stats.dns_forwarded, 0);
+    }
+
+    #[test]
+    fn other_classes_are_refused() {
+        let mut t = T::new(true);
+        let mut m = q(12, "version.bind", Type::Txt, None);
+        let n = m.len();
+        m[n - 2..].copy_from_slice(&3u16.to_be_bytes());
+        let a = answer(t.query(&NONE, &m));
+        assert_eq!(parse(&a).rcode(), Rcode::Refused);
+        assert_eq!(t.stats.dns_forwarded, 0);
+    }
+}
