@@ -180,7 +180,8 @@ pub fn ip_label(ip: Ipv4Address) -> [u8; 10] {
     l
 }
 
-/// The address an IP-derived label names (any case), if it is a VN host address.
+/// The address an IP-derived label names (any case), if it is a VN host address. The first octet is the
+/// subnet's: the scheme names 2^24 addresses, so a subnet wider than a /8 has names only for its first /8.
 pub fn ip_of_label(site: &Site, label: &[u8]) -> Option<Ipv4Address> {
     let (first, digits) = label.split_first()?;
     if !first.eq_ignore_ascii_case(&b'c') || digits.len() != 9 || !digits.iter().all(u8::is_ascii_digit) {
