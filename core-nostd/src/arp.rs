@@ -468,7 +468,7 @@ impl<const HOSTS: usize, const REQUESTERS: usize, const NEGATIVE: usize, const L
         self.hosts.iter().find(|h| h.mac == mac).map(|h| h.ip)
     }
 
-    /// When `mac` (or whoever holds `ip`, if `mac` is unknown) was last seen on the LAN.
+    /// When `mac` was last seen on the LAN (ARP, DHCP, IP traffic or RARP).
     pub fn last_seen(&self, mac: EthernetAddress) -> Option<Instant> {
         self.hosts.iter().find(|h| h.mac == mac).map(|h| h.last_seen)
     }
