@@ -565,10 +565,14 @@ impl<const HOSTS: usize, const REQUESTERS: usize, const NEGATIVE: usize, const L
                 self.conflicts[i] = None;
                 continue;
             }
-            c.misses += 1;
             c.next_check = now + CONFLICT_CHECK_INTERVAL;
             let mac = c.mac;
-            self.check_at(cx, site, ip, Some(mac));
+            // Only a check that left counts as unanswered: a full queue never clears a conflict.
+            if self.check_at(cx, site, ip, Some(mac)) {
+                if let Some(c) = &mut self.conflicts[i] {
+                    c.misses += 1;
+                }
+            }
         }
         if !was_serving && self.serving() {
             cx.event(Event::ServiceConflictCleared);
@@ -882,6 +886,48 @@ mod tests {
         // Another MAC claiming .2 is its own conflict.
         h.frame(&request(MAC_B, ip(2), ip(20)));
         assert_eq!(h.events(), [Event::ServiceConflict { ip: ip(2), mac: MAC_B }]);
+    }
+
+    #[test]
+    fn a_check_that_could_not_leave_never_clears_a_conflict() {
+        let mut h: Harness = Harness::new();
+        h.frame(IPUTILS_GRATUITOUS_SERVICE);
+        let mut st = Stats::default();
+        while h.out.tx.push(&mut st, crate::queue::Dest::Lan, false, |_| Some(1)) {}
+        for _ in 0..2 * CONFLICT_CLEAR_AFTER {
+            h.now = h.arp.poll_at().unwrap();
+            h.timeout();
+        }
+        assert!(!h.arp.serving());
+        assert_eq!(h.events(), [Event::ServiceConflict { ip: ip(1), mac: MAC_A }]);
+    }
+
+    #[test]
+    fn the_node_announces_at_start_then_answers_arp_for_the_service_address() {
+        let mut node: crate::Node = crate::Node::new(Harness::<16>::new().site, 1);
+        let now = Instant::from_secs(1);
+        node.handle_lan(now, LINUX_REQUEST_SERVICE);
+        let mut buf = [0u8; crate::queue::FRAME_CAP];
+        let mut frames = std::vec::Vec::new();
+        while let Some(Transmit::Lan(n)) = node.poll_transmit(now, &mut buf) {
+            frames.push(buf[..n].to_vec());
+        }
+        let r = node.site().router_mac;
+        let z = EthernetAddress([0; 6]);
+        assert_eq!(
+            frames,
+            [
+                expected(r, EthernetAddress::BROADCAST, 1, ip(1), z, ip(1)),
+                expected(r, EthernetAddress::BROADCAST, 1, ip(2), z, ip(2)),
+                expected(r, MAC_A, 2, ip(1), MAC_A, ip(10)),
+            ]
+        );
+        assert_eq!(node.stats().arp_replies, 1);
+        // A conflict on .1 stops the node's answers.
+        node.handle_lan(now, IPUTILS_GRATUITOUS_SERVICE);
+        assert_eq!(node.poll_event(), Some(Event::ServiceConflict { ip: ip(1), mac: MAC_A }));
+        node.handle_lan(now, &request(MAC_B, ip(20), ip(2)));
+        assert_eq!(node.poll_transmit(now, &mut buf), None);
     }
 
     #[test]
