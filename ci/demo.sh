@@ -69,7 +69,7 @@ if [ "$ok" = 1 ]; then
     echo "\$ dig @10.250.0.1 +short -x ${IP[c]}"
     vt_dig a -x "${IP[c]}"
     echo
-    echo "== alpha pings bravo by name"
+    echo "== alpha pings bravo at the address DNS gave"
     vt_host_exec a ping -c 2 -i 0.3 -W 2 "$(vt_dig a "bravo.$VT_DOMAIN" | head -n 1)" | sed -n '1p;/packets/p'
 fi
 

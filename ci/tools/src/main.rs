@@ -6,6 +6,7 @@
 //! any chaddr as its source MAC and needs no address on the interface. Every wait is bounded.
 //!
 //! Exit codes: 0 done, 1 error (usage, socket, bad reply), 2 no OFFER before the timeout, 3 NAK, 4 no ACK.
+//! `discover` prints `no offer` on stdout when it exits 2.
 
 mod json;
 mod raw;
@@ -106,7 +107,14 @@ impl std::fmt::Display for Outcome {
 impl std::error::Error for Outcome {}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (clap's own 2 would read as "no offer").
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Outcome>() {
