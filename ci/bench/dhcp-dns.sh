@@ -230,7 +230,10 @@ bench_dhcp() {
   read -r -a f < <(perfdhcp_run "$DHCP_LAT_RATE" "$DHCP_LAT_SECS" | perfdhcp_parse)
   lat=$(awk -v a="${f[2]}" -v b="${f[3]}" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%.3f", a + b }')
   log "$1: at $DHCP_LAT_RATE DORA/s for ${DHCP_LAT_SECS}s: DORA ${lat} ms (DO ${f[2]} + RA ${f[3]}), drops ${f[4]}%"
-  if better_min "$n.lat" "$lat"; then R[$n.lat]=$lat R[$n.lat_drop]=${f[4]}; fi
+  if better_min "$n.lat" "$lat"; then
+    R[$n.lat]=$lat
+    R[$n.lat_drop]=$(awk -v d="${f[4]}" 'BEGIN { if (d == "n/a") print d; else printf "%.1f", d }')
+  fi
   for r in 2000 4000 8000 16000; do
     [ "$r" -lt "$DHCP_FLOOD" ] || break
     read -r -a f < <(perfdhcp_run "$r" "$DHCP_STEP_SECS" | perfdhcp_parse)
