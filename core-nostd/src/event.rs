@@ -51,3 +51,37 @@ pub enum Event {
     /// [`crate::Node::bindings_persisted`]; frames that depend on it are held until then.
     BindingsChanged,
 }
+
+impl core::fmt::Display for Event {
+    /// The variant's name first (logs are grepped for it), then its fields as `key=value`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::LeaseGranted { ip, mac, lease } => {
+                write!(f, "LeaseGranted ip={ip} mac={mac} lease={}s", lease.secs())
+            }
+            Self::LeaseEnded { ip, mac } => write!(f, "LeaseEnded ip={ip} mac={mac}"),
+            Self::AddressDeclined { ip, mac } => write!(f, "AddressDeclined ip={ip} mac={mac}"),
+            Self::PoolExhausted => f.write_str("PoolExhausted"),
+            Self::AddressInUse { ip, mac } => write!(f, "AddressInUse ip={ip} mac={mac}"),
+            Self::ServiceConflict { ip, mac } => write!(f, "ServiceConflict ip={ip} mac={mac}"),
+            Self::ServiceConflictCleared => f.write_str("ServiceConflictCleared"),
+            Self::BindingsChanged => f.write_str("BindingsChanged"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_starts_with_the_variant_name() {
+        let e = Event::LeaseGranted {
+            ip: Ipv4Address::new(10, 250, 0, 9),
+            mac: EthernetAddress([2, 0, 0, 0, 0, 9]),
+            lease: Duration::from_secs(600),
+        };
+        assert_eq!(e.to_string(), "LeaseGranted ip=10.250.0.9 mac=02-00-00-00-00-09 lease=600s");
+        assert_eq!(Event::PoolExhausted.to_string(), "PoolExhausted");
+    }
+}

@@ -25,6 +25,7 @@ pub mod encap;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod id;
 pub mod node;
 pub mod queue;
 pub mod rand;
@@ -33,6 +34,7 @@ pub mod wire;
 
 pub use config::{ConfigError, Mode, NamespaceParams, Site};
 pub use event::Event;
+pub use id::NodeId;
 pub use node::Node;
 pub use queue::Transmit;
 pub use smoltcp::time::{Duration, Instant};

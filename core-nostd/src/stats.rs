@@ -27,12 +27,19 @@ pub struct Stats {
     pub dhcp_rx: u64,
     /// DHCP messages ignored (not for us, wrong type, pool exhausted, ...).
     pub dhcp_ignored: u64,
+    /// DHCP DISCOVERs dropped because every address check (ARP before OFFER) slot was busy.
+    pub dhcp_checks_full: u64,
     /// DNS queries received.
     pub dns_rx: u64,
     /// DNS queries forwarded upstream.
     pub dns_forwarded: u64,
     /// DNS queries dropped (malformed beyond a FORMERR, or the forward table was full).
     pub dns_dropped: u64,
+    /// Upstream DNS answers dropped: no query waits on that port, or the wrong source, id or question
+    /// (RFC 5452), or too short to tell.
+    pub dns_upstream_dropped: u64,
+    /// Forwarded DNS queries the upstream did not answer in time (the client got SERVFAIL).
+    pub dns_upstream_timeouts: u64,
     /// ICMP echo requests to service addresses answered.
     pub icmp_echo_replies: u64,
     /// Frames sent while serving was stopped by a service-address conflict (dropped instead).

@@ -154,11 +154,7 @@ pub fn emit_arp_frame(
 }
 
 /// Parse a UDP datagram out of an IPv4 packet (checksums verified; a zero UDP checksum is accepted).
-pub fn parse_udp<'a>(
-    src_ip: Ipv4Address,
-    dst_ip: Ipv4Address,
-    ip_payload: &'a [u8],
-) -> Result<(u16, u16, &'a [u8])> {
+pub fn parse_udp(src_ip: Ipv4Address, dst_ip: Ipv4Address, ip_payload: &[u8]) -> Result<(u16, u16, &[u8])> {
     let udp = UdpPacket::new_checked(ip_payload)?;
     let repr = UdpRepr::parse(
         &udp,

@@ -179,9 +179,9 @@ async fn flush(
         match ev {
             Event::BindingsChanged => changed = true,
             Event::PoolExhausted | Event::ServiceConflict { .. } | Event::AddressInUse { .. } => {
-                warn!("event {ev:?}")
+                warn!("event {ev}")
             }
-            _ => info!("event {ev:?}"),
+            _ => info!("event {ev}"),
         }
     }
     if changed {
