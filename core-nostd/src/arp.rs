@@ -724,7 +724,7 @@ mod tests {
         fn sent(&mut self) -> std::vec::Vec<std::vec::Vec<u8>> {
             let mut v = std::vec::Vec::new();
             let mut buf = [0xa5u8; 1600];
-            while let Some(Transmit::Lan(n)) = self.out.tx.pop(&mut self.stats, &mut buf) {
+            while let Some(Transmit::Lan(n)) = self.out.pop(&mut self.stats, &mut buf) {
                 v.push(buf[..n].to_vec());
             }
             v
@@ -893,7 +893,8 @@ mod tests {
         let mut h: Harness = Harness::new();
         h.frame(IPUTILS_GRATUITOUS_SERVICE);
         let mut st = Stats::default();
-        while h.out.tx.push(&mut st, crate::queue::Dest::Lan, false, |_| Some(1)) {}
+        while crate::queue::Out::push(&mut h.out, &mut st, crate::queue::Dest::Lan, false, &mut |_| Some(1)) {
+        }
         for _ in 0..2 * CONFLICT_CLEAR_AFTER {
             h.now = h.arp.poll_at().unwrap();
             h.timeout();

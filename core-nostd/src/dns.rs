@@ -730,7 +730,7 @@ mod tests {
         fn drain(&mut self) -> StdVec<Out> {
             let mut v = StdVec::new();
             let mut buf = [0u8; 2048];
-            while let Some(t) = self.out.tx.pop(&mut self.stats, &mut buf) {
+            while let Some(t) = self.out.pop(&mut self.stats, &mut buf) {
                 match t {
                     Transmit::Lan(n) => {
                         let eth = EthernetFrame::new_checked(&buf[..n]).unwrap();

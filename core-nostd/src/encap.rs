@@ -457,7 +457,7 @@ mod tests {
         fn sent(&mut self) -> std::vec::Vec<std::vec::Vec<u8>> {
             let mut v = std::vec::Vec::new();
             let mut buf = [0u8; 1600];
-            while let Some(Transmit::Lan(n)) = self.out.tx.pop(&mut self.stats, &mut buf) {
+            while let Some(Transmit::Lan(n)) = self.out.pop(&mut self.stats, &mut buf) {
                 v.push(buf[..n].to_vec());
             }
             v

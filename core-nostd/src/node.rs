@@ -35,7 +35,7 @@ pub struct Node<
     const LEASES: usize = 64,
     const HOSTS: usize = 256,
     const DNSQ: usize = 32,
-    const TXQ: usize = 16,
+    const TXQ: usize = 8,
     const EVQ: usize = 32,
 > {
     site: Site,
@@ -95,9 +95,22 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         self.dhcp.bindings(now)
     }
 
-    /// The runtime has persisted [`Node::bindings`]: held frames (DHCP ACKs) may now leave.
-    pub fn bindings_persisted(&mut self) {
-        self.out.tx.release_held();
+    /// A point to persist at: take it, then write [`Node::bindings`], then pass it to
+    /// [`Node::bindings_persisted`]. Held frames (ACKs of new bindings) queued before it may then leave;
+    /// later ones wait for the next write. Other outputs never wait.
+    pub fn persist_checkpoint(&self) -> crate::queue::PersistToken {
+        self.out.checkpoint()
+    }
+
+    /// The binding table as of `token` is durable: the ACKs that depend on it may leave.
+    pub fn bindings_persisted(&mut self, token: crate::queue::PersistToken) {
+        self.out.release(token);
+    }
+
+    /// For runtimes without persistent storage (a microcontroller without flash to spare): held
+    /// frames leave at once.
+    pub fn release_held(&mut self) {
+        self.out.release_all();
     }
 
     fn cx_parts(
@@ -239,24 +252,30 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             hop_limit: 64,
         };
         let router_mac = self.site.router_mac;
-        let ok = self.out.tx.push(&mut self.stats, crate::queue::Dest::Lan, false, |buf| {
-            let total = wire::ETHERNET_HEADER_LEN + out_ip.buffer_len() + reply.buffer_len();
-            if buf.len() < total {
-                return None;
-            }
-            let mut eth = EthernetFrame::new_unchecked(&mut buf[..total]);
-            smoltcp::wire::EthernetRepr {
-                src_addr: router_mac,
-                dst_addr: src_mac,
-                ethertype: EthernetProtocol::Ipv4,
-            }
-            .emit(&mut eth);
-            let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
-            out_ip.emit(&mut ipp, &caps);
-            let mut icmp = Icmpv4Packet::new_unchecked(ipp.payload_mut());
-            reply.emit(&mut icmp, &caps);
-            Some(total)
-        });
+        let ok = crate::queue::Out::push(
+            &mut self.out,
+            &mut self.stats,
+            crate::queue::Dest::Lan,
+            false,
+            &mut |buf| {
+                let total = wire::ETHERNET_HEADER_LEN + out_ip.buffer_len() + reply.buffer_len();
+                if buf.len() < total {
+                    return None;
+                }
+                let mut eth = EthernetFrame::new_unchecked(&mut buf[..total]);
+                smoltcp::wire::EthernetRepr {
+                    src_addr: router_mac,
+                    dst_addr: src_mac,
+                    ethertype: EthernetProtocol::Ipv4,
+                }
+                .emit(&mut eth);
+                let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+                out_ip.emit(&mut ipp, &caps);
+                let mut icmp = Icmpv4Packet::new_unchecked(ipp.payload_mut());
+                reply.emit(&mut icmp, &caps);
+                Some(total)
+            },
+        );
         if ok {
             self.stats.icmp_echo_replies += 1;
         }
@@ -295,7 +314,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
     /// Copy the next output into `buf`. Returns `None` when nothing can leave now (empty, or the head
     /// waits for [`Node::bindings_persisted`]). `buf` should hold [`crate::queue::FRAME_CAP`] bytes.
     pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        let t = self.out.tx.pop(&mut self.stats, buf);
+        let t = self.out.pop(&mut self.stats, buf);
         if let Some(Transmit::Lan(_)) = t {
             self.stats.lan_tx += 1;
         }
@@ -304,7 +323,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
 
     /// Whether outputs wait for the binding table to be persisted.
     pub fn transmit_held(&self) -> bool {
-        self.out.tx.head_held()
+        self.out.has_held()
     }
 
     /// The next event.

@@ -57,12 +57,10 @@ pub enum Dest {
 struct Slot {
     dest: Dest,
     len: u16,
-    held: bool,
     buf: [u8; FRAME_CAP],
 }
 
-/// A ring of `N` output slots. Outputs leave in order; a held output (one that depends on the binding
-/// table being persisted first) blocks those behind it until [`TxQueue::release_held`].
+/// A ring of `N` output slots; outputs leave in the order they were queued.
 pub struct TxQueue<const N: usize> {
     slots: [Slot; N],
     head: usize,
@@ -79,12 +77,7 @@ impl<const N: usize> TxQueue<N> {
     /// An empty queue.
     pub fn new() -> Self {
         Self {
-            slots: core::array::from_fn(|_| Slot {
-                dest: Dest::Lan,
-                len: 0,
-                held: false,
-                buf: [0; FRAME_CAP],
-            }),
+            slots: core::array::from_fn(|_| Slot { dest: Dest::Lan, len: 0, buf: [0; FRAME_CAP] }),
             head: 0,
             len: 0,
         }
@@ -107,7 +100,6 @@ impl<const N: usize> TxQueue<N> {
         &mut self,
         stats: &mut Stats,
         dest: Dest,
-        held: bool,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> bool {
         if self.len == N {
@@ -121,7 +113,6 @@ impl<const N: usize> TxQueue<N> {
             Some(len) if len <= FRAME_CAP => {
                 slot.dest = dest;
                 slot.len = len as u16;
-                slot.held = held;
                 self.len += 1;
                 true
             }
@@ -129,23 +120,11 @@ impl<const N: usize> TxQueue<N> {
         }
     }
 
-    /// Mark every queued output as free to leave.
-    pub fn release_held(&mut self) {
-        for i in 0..self.len {
-            self.slots[(self.head + i) % N].held = false;
-        }
-    }
-
-    /// Whether the head of the queue waits for persistence.
-    pub fn head_held(&self) -> bool {
-        self.len > 0 && self.slots[self.head].held
-    }
-
-    /// Copy the oldest output into `buf` and remove it. Returns `None` when empty, when the head is
-    /// held, or when `buf` is too small (the output is then dropped and counted as queue-full, since
-    /// a runtime with a short buffer would never get it out).
+    /// Copy the oldest output into `buf` and remove it. Returns `None` when empty, or when `buf` is too
+    /// small (the output is then dropped and counted as queue-full, since a runtime with a short buffer
+    /// would never get it out).
     pub fn pop(&mut self, stats: &mut Stats, buf: &mut [u8]) -> Option<Transmit> {
-        if self.len == 0 || self.slots[self.head].held {
+        if self.len == 0 {
             return None;
         }
         let slot = &self.slots[self.head];
@@ -218,17 +197,90 @@ impl Cx<'_> {
     }
 }
 
-/// A node's two output queues together.
+/// A point in the stream of held outputs: those queued before it may leave once the binding table
+/// written at that point is on disk ([`Outbox::checkpoint`], [`Outbox::release`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PersistToken(u64);
+
+/// A node's output queues: free outputs, outputs held until the binding table is persisted (DHCP
+/// ACKs of new bindings), and events. A held output never blocks a free one, so an OFFER or a DNS
+/// answer does not wait for the disk; each of the two output queues holds `TXQ` outputs.
 pub struct Outbox<const TXQ: usize, const EVQ: usize> {
-    /// Frames and datagrams.
-    pub tx: TxQueue<TXQ>,
+    tx: TxQueue<TXQ>,
+    held: TxQueue<TXQ>,
+    /// Held outputs ever queued / ever popped / allowed to leave (all counted from 0).
+    held_pushed: u64,
+    held_popped: u64,
+    released_upto: u64,
     /// Events.
     pub events: heapless::Deque<Event, EVQ>,
 }
 
 impl<const TXQ: usize, const EVQ: usize> Default for Outbox<TXQ, EVQ> {
     fn default() -> Self {
-        Self { tx: TxQueue::new(), events: heapless::Deque::new() }
+        Self {
+            tx: TxQueue::new(),
+            held: TxQueue::new(),
+            held_pushed: 0,
+            held_popped: 0,
+            released_upto: 0,
+            events: heapless::Deque::new(),
+        }
+    }
+}
+
+impl<const TXQ: usize, const EVQ: usize> Outbox<TXQ, EVQ> {
+    /// Outputs queued, held or not.
+    pub fn len(&self) -> usize {
+        self.tx.len() + self.held.len()
+    }
+
+    /// Whether no output is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether held outputs wait for persistence.
+    pub fn has_held(&self) -> bool {
+        self.held_popped + (self.held.len() as u64) > self.released_upto
+    }
+
+    /// The current point: held outputs queued so far are covered by a table written now.
+    pub fn checkpoint(&self) -> PersistToken {
+        PersistToken(self.held_pushed)
+    }
+
+    /// The table written at `token` is durable: the held outputs queued before it may leave.
+    pub fn release(&mut self, token: PersistToken) {
+        self.released_upto = self.released_upto.max(token.0);
+    }
+
+    /// Let every held output leave (a runtime without persistent storage).
+    pub fn release_all(&mut self) {
+        self.released_upto = self.held_pushed;
+    }
+
+    /// The next output that may leave: released held outputs first, then free ones.
+    pub fn pop(&mut self, stats: &mut Stats, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.held.is_empty() && self.held_popped < self.released_upto {
+            self.held_popped += 1;
+            return self.held.pop(stats, buf);
+        }
+        self.tx.pop(stats, buf)
+    }
+
+    /// For tests: the next output ignoring holds (free ones first), and whether it was held.
+    #[doc(hidden)]
+    pub fn pop_ignoring_holds(&mut self, stats: &mut Stats, buf: &mut [u8]) -> Option<(Transmit, bool)> {
+        if !self.tx.is_empty() {
+            return self.tx.pop(stats, buf).map(|t| (t, false));
+        }
+        if self.held.is_empty() {
+            return None;
+        }
+        self.held_popped += 1;
+        self.released_upto = self.released_upto.max(self.held_popped);
+        self.held.pop(stats, buf).map(|t| (t, true))
     }
 }
 
@@ -240,7 +292,14 @@ impl<const TXQ: usize, const EVQ: usize> Out for Outbox<TXQ, EVQ> {
         held: bool,
         build: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
     ) -> bool {
-        self.tx.push(stats, dest, held, build)
+        if !held {
+            return self.tx.push(stats, dest, build);
+        }
+        let ok = self.held.push(stats, dest, build);
+        if ok {
+            self.held_pushed += 1;
+        }
+        ok
     }
     fn event(&mut self, stats: &mut Stats, event: Event) -> bool {
         if self.events.push_back(event).is_err() {
@@ -259,15 +318,15 @@ mod tests {
     fn full_queue_drops_newest_and_counts() {
         let mut q = TxQueue::<2>::new();
         let mut st = Stats::default();
-        assert!(q.push(&mut st, Dest::Lan, false, |b| {
+        assert!(q.push(&mut st, Dest::Lan, |b| {
             b[0] = 1;
             Some(1)
         }));
-        assert!(q.push(&mut st, Dest::Lan, false, |b| {
+        assert!(q.push(&mut st, Dest::Lan, |b| {
             b[0] = 2;
             Some(1)
         }));
-        assert!(!q.push(&mut st, Dest::Lan, false, |b| {
+        assert!(!q.push(&mut st, Dest::Lan, |b| {
             b[0] = 3;
             Some(1)
         }));
@@ -281,15 +340,25 @@ mod tests {
     }
 
     #[test]
-    fn held_output_blocks_until_released() {
-        let mut q = TxQueue::<4>::new();
+    fn held_output_waits_for_its_checkpoint_without_blocking_free_ones() {
+        let mut o = Outbox::<4, 4>::default();
         let mut st = Stats::default();
-        q.push(&mut st, Dest::Lan, true, |_| Some(10));
-        q.push(&mut st, Dest::Lan, false, |_| Some(20));
+        o.push(&mut st, Dest::Lan, true, &mut |_| Some(10));
+        let first = o.checkpoint();
+        o.push(&mut st, Dest::Lan, false, &mut |_| Some(20));
+        o.push(&mut st, Dest::Lan, true, &mut |_| Some(30));
         let mut buf = [0u8; 64];
-        assert_eq!(q.pop(&mut st, &mut buf), None);
-        q.release_held();
-        assert_eq!(q.pop(&mut st, &mut buf), Some(Transmit::Lan(10)));
-        assert_eq!(q.pop(&mut st, &mut buf), Some(Transmit::Lan(20)));
+        assert!(o.has_held());
+        // The free output leaves at once; the held ones wait.
+        assert_eq!(o.pop(&mut st, &mut buf), Some(Transmit::Lan(20)));
+        assert_eq!(o.pop(&mut st, &mut buf), None);
+        // A table written at `first` covers the first held output only.
+        o.release(first);
+        assert_eq!(o.pop(&mut st, &mut buf), Some(Transmit::Lan(10)));
+        assert_eq!(o.pop(&mut st, &mut buf), None);
+        assert!(o.has_held());
+        o.release(o.checkpoint());
+        assert_eq!(o.pop(&mut st, &mut buf), Some(Transmit::Lan(30)));
+        assert!(!o.has_held() && o.is_empty());
     }
 }

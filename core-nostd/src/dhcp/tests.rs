@@ -182,13 +182,11 @@ impl<const N: usize> H<N> {
     }
     fn frames(&mut self) -> StdVec<Frame> {
         let mut v = StdVec::new();
-        while !self.out.tx.is_empty() {
-            let held = self.out.tx.head_held();
-            if held {
-                self.out.tx.release_held();
-            }
+        while !self.out.is_empty() {
             let mut buf = [0u8; FRAME_CAP];
-            let Some(crate::queue::Transmit::Lan(n)) = self.out.tx.pop(&mut self.stats, &mut buf) else {
+            let Some((crate::queue::Transmit::Lan(n), held)) =
+                self.out.pop_ignoring_holds(&mut self.stats, &mut buf)
+            else {
                 panic!("not a LAN frame")
             };
             v.push(decode(&buf[..n], held));

@@ -55,9 +55,9 @@ pub fn dhcp(data: &[u8]) {
         let mut cx = Cx { now, rng: &mut rng, stats: &mut stats, out: &mut out };
         srv.handle_timeout(&mut cx, &site, &mut pool);
         let mut frame = [0u8; crate::queue::FRAME_CAP];
-        while out.tx.pop(&mut stats, &mut frame).is_some() {}
-        out.tx.release_held();
-        while out.tx.pop(&mut stats, &mut frame).is_some() {}
+        while out.pop(&mut stats, &mut frame).is_some() {}
+        out.release(out.checkpoint());
+        while out.pop(&mut stats, &mut frame).is_some() {}
         while out.events.pop_front().is_some() {}
     }
     let _ = srv.bindings(now).count();

@@ -77,7 +77,7 @@ pub fn dns(data: &[u8]) {
     server.handle_query(&mut cx, &site, &Names, &meta, data);
     let mut buf = [0u8; crate::queue::FRAME_CAP];
     let mut forwarded = None;
-    while let Some(t) = out.tx.pop(&mut stats, &mut buf) {
+    while let Some(t) = out.pop(&mut stats, &mut buf) {
         match t {
             Transmit::Lan(n) => {
                 let payload = lan_payload(&buf[..n]);
@@ -109,7 +109,7 @@ pub fn dns(data: &[u8]) {
         cx.now = now + Duration::from_secs(10);
         server.handle_timeout(&mut cx, &site);
         assert_eq!(server.poll_at(), None);
-        while let Some(t) = out.tx.pop(&mut stats, &mut buf) {
+        while let Some(t) = out.pop(&mut stats, &mut buf) {
             assert!(matches!(t, Transmit::Lan(_)));
         }
     }

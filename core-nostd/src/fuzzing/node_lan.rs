@@ -90,7 +90,10 @@ pub fn node_lan(data: &[u8]) {
                     assert!(at > now, "a deadline left in the past after handle_timeout");
                 }
             }
-            _ => node.bindings_persisted(),
+            _ => {
+                let token = node.persist_checkpoint();
+                node.bindings_persisted(token);
+            }
         }
         while let Some(t) = node.poll_transmit(now, &mut buf) {
             if let Transmit::Lan(n) = t {

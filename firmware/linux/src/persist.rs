@@ -16,6 +16,7 @@ use vn_core::{Duration, EthernetAddress, Ipv4Address};
 const HEADER: &str = "vngate-bindings 1";
 
 /// The bindings file under a state directory.
+#[derive(Clone)]
 pub struct BindingsFile {
     path: PathBuf,
     tmp: PathBuf,

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
-use vn_core::queue::FRAME_CAP;
+use tracing::{debug, error, info, warn};
+use vn_core::queue::{PersistToken, FRAME_CAP};
 use vn_core::{Event, Instant, Site, Transmit};
 
 use crate::config::Config;
@@ -121,9 +121,13 @@ async fn serve(cfg: Config) -> Result<()> {
     let mut upstream: HashMap<u16, Arc<UdpSocket>> = HashMap::new();
     let mut rx = vec![0u8; 65536];
     let mut tx = vec![0u8; FRAME_CAP];
+    let (persist_tx, mut persist_rx) = mpsc::channel::<(PersistToken, std::io::Result<()>)>(4);
+    let mut persist =
+        Persist { dirty: false, in_flight: false, retry_at: None, tx: persist_tx, store: store.clone() };
 
     loop {
-        let deadline = node.poll_at().map(|at| clock.std_at(at));
+        let deadline =
+            [node.poll_at().map(|at| clock.std_at(at)), persist.retry_at].into_iter().flatten().min();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -151,46 +155,87 @@ async fn serve(cfg: Config) -> Result<()> {
                     node.handle_upstream(clock.now(), from, port, &data);
                 }
             }
-            _ = sleep => node.handle_timeout(clock.now()),
+            Some((token, result)) = persist_rx.recv() => {
+                persist.in_flight = false;
+                match result {
+                    Ok(()) => node.bindings_persisted(token),
+                    Err(e) => {
+                        // The ACKs stay held; try again shortly. Clients retransmit meanwhile.
+                        error!("writing the bindings file {} failed: {e}; retrying in 1 s", store.path().display());
+                        persist.dirty = true;
+                        persist.retry_at = Some(StdInstant::now() + std::time::Duration::from_secs(1));
+                    }
+                }
+            }
+            _ = sleep => {
+                if persist.retry_at.is_some_and(|t| t <= StdInstant::now()) {
+                    persist.retry_at = None;
+                }
+                node.handle_timeout(clock.now());
+            }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sigusr1.recv() => info!("stats: {:?}", node.stats()),
         }
-        flush(&mut node, &clock, &store, &tap, &mut tx, &mut upstream, &up_tx).await?;
+        flush(&mut node, &clock, &mut persist, &tap, &mut tx, &mut upstream, &up_tx).await;
     }
-    // Bindings were written on every change; write once more so remaining durations are fresh.
+    // Let a write in flight finish, then write once more so remaining durations are fresh.
+    if persist.in_flight {
+        let _ = persist_rx.recv().await;
+    }
     store.store(node.bindings(clock.now())).context("writing the bindings file at shutdown")?;
     info!("bindings saved to {}; stats: {:?}", store.path().display(), node.stats());
     Ok(())
 }
 
-/// Drain events (persisting the binding table when it changed), then every output.
+/// The bindings file writer: one write in flight at a time, off the packet path. Changes that arrive
+/// during a write are covered by the next one (a group commit); the ACKs they hold wait for it.
+struct Persist {
+    dirty: bool,
+    in_flight: bool,
+    retry_at: Option<StdInstant>,
+    tx: mpsc::Sender<(PersistToken, std::io::Result<()>)>,
+    store: BindingsFile,
+}
+
+impl Persist {
+    fn start_write(&mut self, node: &DaemonNode, now: Instant) {
+        if !self.dirty || self.in_flight || self.retry_at.is_some() {
+            return;
+        }
+        let token = node.persist_checkpoint();
+        let table: Vec<_> = node.bindings(now).collect();
+        let (store, tx) = (self.store.clone(), self.tx.clone());
+        self.dirty = false;
+        self.in_flight = true;
+        tokio::task::spawn_blocking(move || {
+            let result = store.store(table.into_iter());
+            let _ = tx.blocking_send((token, result));
+        });
+    }
+}
+
+/// Drain events (starting a write of the binding table when it changed), then every output that may leave.
 async fn flush(
     node: &mut DaemonNode,
     clock: &Clock,
-    store: &BindingsFile,
+    persist: &mut Persist,
     tap: &tokio_tun::Tun,
     buf: &mut [u8],
     upstream: &mut HashMap<u16, Arc<UdpSocket>>,
     up_tx: &mpsc::Sender<(u16, SocketAddr, Vec<u8>)>,
-) -> Result<()> {
-    let mut changed = false;
+) {
     while let Some(ev) = node.poll_event() {
         match ev {
-            Event::BindingsChanged => changed = true,
+            Event::BindingsChanged => persist.dirty = true,
             Event::PoolExhausted | Event::ServiceConflict { .. } | Event::AddressInUse { .. } => {
                 warn!("event {ev}")
             }
             _ => info!("event {ev}"),
         }
     }
-    if changed {
-        // The ACKs that depend on this write are held in the node until it is on disk.
-        store
-            .store(node.bindings(clock.now()))
-            .with_context(|| format!("writing the bindings file {}", store.path().display()))?;
-        node.bindings_persisted();
-    }
+    // The ACKs that depend on this write are held in the node until it is on disk.
+    persist.start_write(node, clock.now());
     while let Some(t) = node.poll_transmit(clock.now(), buf) {
         match t {
             Transmit::Lan(len) => {
@@ -206,7 +251,6 @@ async fn flush(
             }
         }
     }
-    Ok(())
 }
 
 /// Send a forwarded DNS query from the port vn-core chose, and wait (in a task) for one answer.
