@@ -76,15 +76,18 @@ stop() {
 # counter DIR NAME: a counter from the exit report, DIR is a->b or b->a.
 counter() { grep "^vn-wanem exit: $1 " "$LOG" | grep -o " $2=[0-9]*" | cut -d= -f2; }
 
-# ping_stats COUNT INTERVAL: sets TX RX MIN AVG MAX MDEV from ping A -> B.
+# ping_stats COUNT INTERVAL: sets TX RX MIN AVG MAX MDEV P90 (ms) from ping A -> B. P90, the 90th percentile of
+# the replies' RTTs, bounds the high side: on a busy 2-core machine a single reply can be late by tens of ms
+# through no fault of the emulator (seen here under a load average of 5).
 ping_stats() {
   local out
-  out=$(ip netns exec $A timeout 60 ping -n -q -c "$1" -i "$2" -W 1 $IPB 2>&1)
+  out=$(ip netns exec $A timeout 60 ping -n -c "$1" -i "$2" -W 1 $IPB 2>&1)
   TX=$(echo "$out" | grep -o '[0-9]* packets transmitted' | cut -d' ' -f1)
   RX=$(echo "$out" | grep -o '[0-9]* received' | cut -d' ' -f1)
   read -r MIN AVG MAX MDEV < <(echo "$out" | grep -o '= [0-9./]* ms' | tr '/' ' ' | awk '{print $2, $3, $4, $5}')
-  : "${TX:=0}" "${RX:=0}" "${MIN:=-1}" "${AVG:=-1}" "${MAX:=-1}" "${MDEV:=-1}"
-  echo "    ping: $RX/$TX received, rtt min/avg/max/mdev = $MIN/$AVG/$MAX/$MDEV ms"
+  P90=$(echo "$out" | grep -o 'time=[0-9.]*' | cut -d= -f2 | sort -g | awk '{v[NR]=$1} END {i=int(NR*0.9+0.999); if (i<1) i=1; print (NR ? v[i] : -1)}')
+  : "${TX:=0}" "${RX:=0}" "${MIN:=-1}" "${AVG:=-1}" "${MAX:=-1}" "${MDEV:=-1}" "${P90:=-1}"
+  echo "    ping: $RX/$TX received, rtt min/avg/max/mdev = $MIN/$AVG/$MAX/$MDEV ms, p90 $P90 ms"
 }
 
 # iperf3_mbit ARGS...: runs a client A -> B for the given args, prints and sets MBIT (receiver side).
@@ -103,9 +106,14 @@ iperf3_mbit() {
 echo "=== 1. transparent: 0 ms, 0 %"
 start --delay 0 --loss 0 --seed 1
 ping_stats 200 0.01
+# $EM is timeout(1), which would not pass SIGUSR1 on: signal the emulator itself.
+for pid in $(ip netns pids $W); do [ "$(cat /proc/$pid/comm 2>/dev/null)" = vn-wanem ] && kill -USR1 "$pid"; done
+sleep 0.3
+u=$(grep -c '^vn-wanem counters: ' "$LOG")
 stop
+check counters-on-usr1 "$u counter lines on SIGUSR1" "$u == 2"
 check transparent-ping "$RX/$TX received" "$TX == 200 && $RX == 200"
-check transparent-rtt "avg ${AVG} ms, max ${MAX} ms" "$AVG >= 0 && $AVG < 5 && $MAX < 20"
+check transparent-rtt "avg ${AVG} ms, p90 ${P90} ms, max ${MAX} ms" "$AVG >= 0 && $AVG < 5 && $P90 < 2"
 f=$(counter 'a->b' forwarded); d=$(counter 'a->b' dropped_loss)
 check transparent-counters "a->b forwarded=$f dropped_loss=$d" "$f == 200 && $d == 0"
 
@@ -113,27 +121,28 @@ echo "=== 2. delay 20 ms one way"
 start --delay 20ms --seed 1
 ping_stats 30 0.05
 stop
-check delay-rtt "rtt min/avg/max = $MIN/$AVG/$MAX ms (2 x 20 ms)" "$RX == 30 && $MIN >= 40 && $AVG >= 35 && $AVG <= 60"
+check delay-rtt "rtt min/avg/p90 = $MIN/$AVG/$P90 ms (2 x 20 ms)" "$RX == 30 && $MIN >= 40 && $AVG >= 35 && $AVG <= 60 && $P90 <= 45"
 
 echo "=== 3. asymmetric delay 30 ms a->b, 5 ms b->a"
 start --delay 30ms/5ms --seed 1
 ping_stats 20 0.05
 stop
-check asym-rtt "rtt min/avg = $MIN/$AVG ms (30 + 5 ms)" "$RX == 20 && $MIN >= 35 && $AVG <= 50"
+check asym-rtt "rtt min/avg/p90 = $MIN/$AVG/$P90 ms (30 + 5 ms)" "$RX == 20 && $MIN >= 35 && $AVG <= 50 && $P90 <= 40"
 
 echo "=== 4. delay 20 ms, jitter 5 ms"
 start --delay 20ms --jitter 5ms --seed 3
 ping_stats 100 0.03
 stop
-check jitter-rtt "rtt min/avg/max/mdev = $MIN/$AVG/$MAX/$MDEV ms (uniform 30..50 ms)" \
-  "$RX == 100 && $MIN >= 30 && $MAX <= 75 && $AVG >= 35 && $AVG <= 50 && $MDEV >= 1"
+# The sum of two uniform draws on [15, 25] ms: triangular on [30, 50], mean 40, sd 4.1 ms, p90 45.5 ms.
+check jitter-rtt "rtt min/avg/p90/max/mdev = $MIN/$AVG/$P90/$MAX/$MDEV ms (30..50 ms)" \
+  "$RX == 100 && $MIN >= 30 && $AVG >= 37 && $AVG <= 45 && $P90 <= 50 && $MDEV >= 2.5 && $MDEV <= 8"
 
 echo "=== 5. the design's WAN: 50 ms one way, 5 ms jitter, 1 % loss"
 start --delay 50ms --jitter 5ms --loss 1% --seed 5
 ping_stats 50 0.02
 stop
-check wan-50ms "$RX/$TX received, rtt min/avg/max = $MIN/$AVG/$MAX ms (90..110 ms)" \
-  "$RX >= 44 && $MIN >= 90 && $AVG >= 95 && $AVG <= 110 && $MAX <= 140"
+check wan-50ms "$RX/$TX received, rtt min/avg/p90/max = $MIN/$AVG/$P90/$MAX ms (90..110 ms)" \
+  "$RX >= 44 && $MIN >= 90 && $AVG >= 95 && $AVG <= 110 && $P90 <= 115"
 
 echo "=== 6. loss 10 % a->b, 300 pings, seed 42"
 start --loss 10%/0 --seed 42
