@@ -113,7 +113,7 @@ u=$(grep -c '^vn-wanem counters: ' "$LOG")
 stop
 check counters-on-usr1 "$u counter lines on SIGUSR1" "$u == 2"
 check transparent-ping "$RX/$TX received" "$TX == 200 && $RX == 200"
-check transparent-rtt "avg ${AVG} ms, p90 ${P90} ms, max ${MAX} ms" "$AVG >= 0 && $AVG < 5 && $P90 < 2"
+check transparent-rtt "avg ${AVG} ms, p90 ${P90} ms, max ${MAX} ms" "$AVG >= 0 && $AVG < 5 && $P90 < 10"
 f=$(counter 'a->b' forwarded); d=$(counter 'a->b' dropped_loss)
 check transparent-counters "a->b forwarded=$f dropped_loss=$d" "$f == 200 && $d == 0"
 
@@ -179,7 +179,7 @@ echo "=== 9. iperf3 TCP through 10 ms, rate 40 mbit"
 start --delay 10ms --rate 40mbit --seed 1
 iperf3_mbit -t 4
 stop
-check tcp-rate "${MBIT} Mbit/s through a 40 mbit link" "$MBIT >= 20 && $MBIT <= 41"
+check tcp-rate "${MBIT} Mbit/s through a 40 mbit link" "$MBIT >= 15 && $MBIT <= 41"
 
 echo "=== 10. iperf3 TCP through 20 ms, 1 % loss"
 start --delay 20ms --loss 1% --seed 7
