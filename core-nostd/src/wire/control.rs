@@ -25,7 +25,7 @@ use super::overlay::MessageType;
 use crate::id::NodeId;
 
 /// First byte of a control message.
-pub const CONTROL_TYPE: u8 = 0xC0 | 0x01;
+pub const CONTROL_TYPE: u8 = 0xC1;
 /// First byte of a handshake message: reserved for P3 (Noise IK, DESIGN.md "Security").
 pub const HANDSHAKE_TYPE: u8 = 0xC2;
 /// The control message version this code writes and reads.
