@@ -1,7 +1,11 @@
 //! What the node tells its runtime: leases, conflicts, exhaustion. Drained with [`crate::Node::poll_event`].
 
+use core::net::SocketAddr;
+
 use smoltcp::time::Duration;
 use smoltcp::wire::{EthernetAddress, Ipv4Address};
+
+use crate::id::NodeId;
 
 /// Something the runtime (and through it the admin) should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +54,18 @@ pub enum Event {
     /// The binding table changed: persist [`crate::Node::bindings`] and then call
     /// [`crate::Node::bindings_persisted`]; frames that depend on it are held until then.
     BindingsChanged,
+    /// An overlay peer answered (its first counted receive, or its first after being down).
+    PeerUp {
+        /// The peer's node id.
+        id: NodeId,
+        /// Where it answered from.
+        endpoint: SocketAddr,
+    },
+    /// An overlay peer stopped answering probes (or was removed while up).
+    PeerDown {
+        /// The peer's node id.
+        id: NodeId,
+    },
 }
 
 impl core::fmt::Display for Event {
@@ -66,6 +82,8 @@ impl core::fmt::Display for Event {
             Self::ServiceConflict { ip, mac } => write!(f, "ServiceConflict ip={ip} mac={mac}"),
             Self::ServiceConflictCleared => f.write_str("ServiceConflictCleared"),
             Self::BindingsChanged => f.write_str("BindingsChanged"),
+            Self::PeerUp { id, endpoint } => write!(f, "PeerUp id={id} endpoint={endpoint}"),
+            Self::PeerDown { id } => write!(f, "PeerDown id={id}"),
         }
     }
 }

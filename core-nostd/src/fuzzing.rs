@@ -3,11 +3,13 @@
 //! re-emits what parsed and parses that again; any panic is a bug.
 #![allow(missing_docs)]
 
+mod control;
 mod dhcp;
 mod dns;
 mod node_lan;
 mod overlay;
 
+pub use control::control;
 pub use dhcp::dhcp;
 pub use dns::dns;
 pub use node_lan::node_lan;

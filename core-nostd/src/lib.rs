@@ -27,6 +27,7 @@ pub mod event;
 pub mod fuzzing;
 pub mod id;
 pub mod node;
+pub mod peers;
 pub mod queue;
 pub mod rand;
 pub mod stats;

@@ -44,4 +44,8 @@ pub struct Stats {
     pub icmp_echo_replies: u64,
     /// Frames sent while serving was stopped by a service-address conflict (dropped instead).
     pub stopped_drops: u64,
+    /// Overlay peers refused because the peer table was full of peers that are up.
+    pub peers_full: u64,
+    /// Pongs dropped: no probe in flight to that endpoint, a wrong nonce or echo, or not trusted.
+    pub pongs_unmatched: u64,
 }

@@ -4,6 +4,7 @@
 //! The frame builders below compute every checksum: a router writing frames into a TAP must, since real
 //! clients silently drop frames with unfinished ones.
 
+pub mod control;
 pub mod dhcp;
 pub mod dns;
 pub mod overlay;

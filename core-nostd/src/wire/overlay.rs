@@ -69,6 +69,10 @@ enum_with_unknown_u8! {
     pub enum MessageType {
         /// An Ethernet frame between two nodes.
         Data = 0xC0,
+        /// A control message (hello, RTT probe, DHT): [`super::control`].
+        Control = 0xC1,
+        /// A handshake message: reserved for P3 (Noise IK).
+        Handshake = 0xC2,
     }
 }
 

@@ -80,6 +80,14 @@ async fn serve(cfg: Config) -> Result<()> {
 
     let store = BindingsFile::new(&cfg.state_dir)
         .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
+    let (identity, created) = crate::identity::load_or_create(&cfg.state_dir)?;
+    info!(
+        "node id {} public key {} ({} key in {})",
+        hex::encode(identity.node_id.0),
+        hex::encode(identity.public_key()),
+        if created { "new" } else { "existing" },
+        cfg.state_dir.join(crate::identity::KEY_FILE).display()
+    );
     let (saved, bad) =
         store.load().with_context(|| format!("cannot read the bindings file {}", store.path().display()))?;
     for b in &bad {
