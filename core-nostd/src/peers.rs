@@ -638,7 +638,7 @@ mod tests {
         fn sent(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
             let mut v = Vec::new();
             let mut buf = [0u8; 2048];
-            while let Some(t) = self.out.tx.pop(&mut self.stats, &mut buf) {
+            while let Some(t) = self.out.pop(&mut self.stats, &mut buf) {
                 let Transmit::Overlay { to, len } = t else { panic!("not overlay: {t:?}") };
                 v.push((to, buf[..len].to_vec()));
             }
