@@ -205,11 +205,21 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                     self.stats.stopped_drops += 1;
                     return;
                 }
+                let events_before = self.out.events.len();
                 let (mut cx, site, _arp, dhcp, pool, dns) = self.cx_parts(now);
                 match dst_port {
                     DHCP_SERVER_PORT => {
                         cx.stats.dhcp_rx += 1;
                         dhcp.handle(&mut cx, site, pool, &meta, udp_payload);
+                        // A lease granted to a host on this LAN teaches the MAC->IP index at once
+                        // (before the host sends anything from its new address).
+                        for ev in self.out.events.iter().skip(events_before) {
+                            if let Event::LeaseGranted { ip, mac, .. } = *ev {
+                                if meta.src_mac == mac {
+                                    self.arp.learn(now, &self.site, mac, ip);
+                                }
+                            }
+                        }
                     }
                     DNS_PORT if dst == site.dns_addr => {
                         cx.stats.dns_rx += 1;
@@ -331,8 +341,133 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         self.out.events.pop_front()
     }
 
+    /// The MAC of the host last seen using `ip` on this node's LAN.
+    pub fn lan_host(&self, ip: Ipv4Address) -> Option<EthernetAddress> {
+        self.arp.mac_of(ip)
+    }
+
     /// The allocator this node hands addresses from.
     pub fn allocator(&self) -> &dyn Allocator {
         &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smoltcp::time::Duration;
+    use smoltcp::wire::{DhcpMessageType, DhcpPacket, DhcpRepr, Ipv4Cidr};
+
+    use super::*;
+    use crate::config::NamespaceParams;
+    use crate::queue::FRAME_CAP;
+    use crate::wire::UdpFrame;
+
+    const CLIENT: EthernetAddress = EthernetAddress([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+
+    fn node() -> DefaultNode {
+        let params =
+            NamespaceParams::new([9; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16))
+                .unwrap();
+        Node::new(Site::new(params).unwrap(), 7)
+    }
+
+    fn client_frame(repr: &DhcpRepr<'_>) -> StdVec {
+        let mut buf = [0u8; 600];
+        let f = UdpFrame {
+            src_mac: CLIENT,
+            dst_mac: EthernetAddress::BROADCAST,
+            src_ip: Ipv4Address::UNSPECIFIED,
+            dst_ip: Ipv4Address::BROADCAST,
+            src_port: 68,
+            dst_port: 67,
+        };
+        let n = f
+            .emit(&mut buf, 560, |p| {
+                let mut pkt = DhcpPacket::new_unchecked(&mut p[..repr.buffer_len()]);
+                repr.emit(&mut pkt).ok()?;
+                Some(repr.buffer_len())
+            })
+            .unwrap();
+        buf[..n].to_vec()
+    }
+
+    type StdVec = std::vec::Vec<u8>;
+
+    fn request(kind: DhcpMessageType, requested: Option<Ipv4Address>, server: Option<Ipv4Address>) -> StdVec {
+        client_frame(&DhcpRepr {
+            message_type: kind,
+            transaction_id: 0x1234,
+            secs: 0,
+            client_hardware_address: CLIENT,
+            client_ip: Ipv4Address::UNSPECIFIED,
+            your_ip: Ipv4Address::UNSPECIFIED,
+            server_ip: Ipv4Address::UNSPECIFIED,
+            router: None,
+            subnet_mask: None,
+            relay_agent_ip: Ipv4Address::UNSPECIFIED,
+            broadcast: false,
+            requested_ip: requested,
+            client_identifier: Some(CLIENT),
+            server_identifier: server,
+            parameter_request_list: Some(&[1, 3, 6, 15, 26]),
+            dns_servers: None,
+            max_size: None,
+            lease_duration: None,
+            renew_duration: None,
+            rebind_duration: None,
+            additional_options: &[],
+        })
+    }
+
+    /// The DHCP replies (yiaddr, message type) the node lets out now.
+    fn dhcp_replies(n: &mut DefaultNode, now: Instant) -> std::vec::Vec<(Ipv4Address, DhcpMessageType)> {
+        let mut out = std::vec::Vec::new();
+        let mut buf = [0u8; FRAME_CAP];
+        while let Some(t) = n.poll_transmit(now, &mut buf) {
+            let Transmit::Lan(len) = t else { continue };
+            let eth = EthernetFrame::new_checked(&buf[..len]).unwrap();
+            if eth.ethertype() != EthernetProtocol::Ipv4 {
+                continue;
+            }
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            let (_, dport, payload) = wire::parse_udp(ip.src_addr(), ip.dst_addr(), ip.payload()).unwrap();
+            if dport == 68 {
+                let p = DhcpPacket::new_checked(payload).unwrap();
+                let r = DhcpRepr::parse(&p).unwrap();
+                out.push((r.your_ip, r.message_type));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_lease_teaches_the_lan_index_and_its_ack_waits_for_persistence() {
+        let mut n = node();
+        let mut now = Instant::from_secs(1);
+        n.handle_timeout(now);
+        n.handle_lan(now, &request(DhcpMessageType::Discover, None, None));
+        assert!(dhcp_replies(&mut n, now).is_empty(), "the offer waits for the ARP check");
+        now += Duration::from_millis(600);
+        n.handle_timeout(now);
+        let offers = dhcp_replies(&mut n, now);
+        assert_eq!(offers.len(), 1);
+        let (offered, kind) = offers[0];
+        assert_eq!(kind, DhcpMessageType::Offer);
+        assert_eq!(n.lan_host(offered), None, "an offer is not a binding");
+
+        let dns = n.site().dns_addr;
+        n.handle_lan(now, &request(DhcpMessageType::Request, Some(offered), Some(dns)));
+        assert!(dhcp_replies(&mut n, now).is_empty(), "the ACK is held until the table is persisted");
+        assert!(n.transmit_held());
+        assert_eq!(n.lan_host(offered), Some(CLIENT), "the lease taught the MAC->IP index");
+        let mut persisted = false;
+        while let Some(ev) = n.poll_event() {
+            persisted |= ev == Event::BindingsChanged;
+        }
+        assert!(persisted, "BindingsChanged asks the runtime to persist");
+        let token = n.persist_checkpoint();
+        assert_eq!(n.bindings(now).count(), 1);
+        n.bindings_persisted(token);
+        assert_eq!(dhcp_replies(&mut n, now), std::vec![(offered, DhcpMessageType::Ack)]);
     }
 }
