@@ -146,6 +146,7 @@ pub(crate) struct Client<const OPS: usize, const CLAIMS: usize> {
     audit_interval: Duration,
     node_ttl: Duration,
     node_renew: Duration,
+    max_ttl: Duration,
     /// Our node record's value (our contact), once started.
     node_value: Option<Value>,
     /// When to try (re)creating our node record.
@@ -169,6 +170,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             audit_interval: cfg.audit_interval,
             node_ttl: cfg.node_ttl,
             node_renew: cfg.node_renew,
+            max_ttl: cfg.max_ttl,
             node_value: None,
             node_create_at: None,
             node_epoch: 0,
@@ -315,6 +317,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         ttl: Duration,
         after: u64,
     ) -> Result<OpId, OpError> {
+        let ttl = ttl.min(self.max_ttl);
         self.start(io, key, kind, Req::Create { value, ttl }, after.saturating_add(1), Purpose::User)
     }
 
@@ -326,9 +329,11 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         gen: u64,
         ttl: Duration,
     ) -> Result<OpId, OpError> {
+        let ttl = ttl.min(self.max_ttl);
         self.start(io, key, kind, Req::Renew { ttl }, gen, Purpose::User)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn transfer(
         &mut self,
         io: &mut Io,
@@ -341,6 +346,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
     ) -> Result<OpId, OpError> {
         // We give the key up when we ask, whatever the outcome.
         self.claims.retain(|c| c.key != key);
+        let ttl = ttl.min(self.max_ttl);
         self.start(io, key, kind, Req::Transfer { to, value, ttl }, gen, Purpose::User)
     }
 
@@ -356,6 +362,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         value: MemberValue,
         ttl: Duration,
     ) -> Result<OpId, OpError> {
+        let ttl = ttl.min(self.max_ttl);
         self.start(io, key, Kind::Bcast, Req::Append { value, ttl }, 0, Purpose::User)
     }
 

@@ -63,9 +63,11 @@
 //! less itself, meets one of them (3 of the other 4 with K = 5); until then it answers `NotReady`,
 //! which is not counted. It asks every member ([`SyncRequest`]) [`SYNC_DELAY`] after starting, by
 //! which time every write it may have accepted before it lost its state has been counted or
-//! dropped by its client. Copies that disagree are all kept: any of them blocks other owners until it
-//! lapses. A node still copying answers no copy request; one that cannot finish votes again after
-//! [`MAX_TTL`], when nothing it could have missed is live. With a single storage node there is
+//! dropped by its client, and asks again every [`SYNC_RETRY`] those that have not answered. Copies
+//! that disagree are all kept: any of them blocks other owners until it lapses. A node still copying
+//! answers no copy request, so when more than n − W replicas of a key lose their state together they
+//! vote again only after `Config::max_ttl`, when nothing they could have missed is live (carrying
+//! per-key readiness in the copy would shorten that: future work). With a single storage node there is
 //! nothing to copy from: a restart loses its records.
 //!
 //! Not covered yet: the member table is given by the runtime ([`Dht::members_mut`]); a change of
@@ -117,17 +119,10 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_millis(900);
 pub const SYNC_DELAY: Duration = Duration::from_millis(2500);
 /// Interval between copy requests to the members that have not answered.
 pub const SYNC_RETRY: Duration = Duration::from_millis(1000);
-/// Copy request rounds before waiting out [`MAX_TTL`].
-pub const SYNC_ROUNDS: u8 = 10;
 /// The longest TTL a record may have.
 pub const MAX_TTL: Duration = Duration::from_secs(2 * 3600);
 /// Events kept until polled; beyond it they are dropped and counted.
 pub const EVENTS: usize = 16;
-
-#[cfg(feature = "alloc")]
-fn ms(t: u32) -> Duration {
-    Duration::from_millis(u64::from(t))
-}
 
 fn ttl_ms(t: Duration) -> u32 {
     t.min(MAX_TTL).total_millis() as u32
@@ -171,6 +166,9 @@ pub struct Config {
     pub node_renew: Duration,
     /// Interval of audit reads of our claims (default 60 s).
     pub audit_interval: Duration,
+    /// The longest TTL of any record in the namespace (default and most [`MAX_TTL`]): longer TTLs
+    /// are cut to it, on both sides. A storage node that cannot finish its copy votes again after it.
+    pub max_ttl: Duration,
 }
 
 impl Config {
@@ -185,6 +183,7 @@ impl Config {
             node_ttl: Duration::from_secs(30),
             node_renew: Duration::from_secs(10),
             audit_interval: Duration::from_secs(60),
+            max_ttl: MAX_TTL,
         }
     }
 }
@@ -194,6 +193,8 @@ impl Config {
 pub struct OpId(pub u32);
 
 /// What a finished operation found or did.
+// No heap to box the member set into.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// We own the key at this generation.
@@ -372,9 +373,7 @@ impl<M: Members, const OPS: usize, const CLAIMS: usize, const OUT: usize> Dht<M,
             members,
             client: Client::new(config, rid_seed),
             #[cfg(feature = "alloc")]
-            storage: config
-                .storage
-                .then(|| storage::Storage::new(now, config.fresh, config.max_keys, rng.next_u32())),
+            storage: config.storage.then(|| storage::Storage::new(now, config, rng.next_u32())),
             rng,
             namespace: config.namespace,
             out: Deque::new(),

@@ -15,8 +15,9 @@ use super::msg::{
     MemberValue, MemberView, Message, Read, ReadReply, ReadResult, RecordView, Stamp, SyncChunk, SyncEntry,
     SyncRequest, Value, Write, WriteOp, WriteReply, WriteResult, BCAST_MAX, SYNC_ENTRIES,
 };
-use super::{ms, remaining_ms, DhtStats, CHECK_TIMEOUT, MAX_TTL, RETX, SYNC_DELAY, SYNC_RETRY, SYNC_ROUNDS};
+use super::{remaining_ms, DhtStats, CHECK_TIMEOUT, RETX, SYNC_DELAY, SYNC_RETRY};
 use crate::id::NodeId;
+use smoltcp::time::Duration;
 
 /// Request ids of the storage side's own reads have the top bit set; the client's never do.
 pub(crate) const STORAGE_RID: u32 = 0x8000_0000;
@@ -93,7 +94,6 @@ struct Syncing {
     since: Instant,
     request_at: Instant,
     nonce: u32,
-    rounds: u8,
     /// Nodes whose whole answer arrived.
     complete: BTreeSet<NodeId>,
     /// Next chunk expected from each node for the current nonce.
@@ -121,6 +121,7 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct Storage {
     slots: BTreeMap<Key, Slot>,
     max_keys: usize,
+    max_ttl: Duration,
     sync: Option<Syncing>,
     parked: Vec<Parked>,
     serving: VecDeque<Serve>,
@@ -131,18 +132,18 @@ pub(crate) struct Storage {
 impl Storage {
     /// `fresh`: this node never voted before (a new namespace's first members), so it has nothing
     /// to copy. Otherwise it copies before it votes.
-    pub fn new(now: Instant, fresh: bool, max_keys: usize, seed: u32) -> Self {
-        let sync = (!fresh).then(|| Syncing {
+    pub fn new(now: Instant, cfg: &super::Config, seed: u32) -> Self {
+        let sync = (!cfg.fresh).then(|| Syncing {
             since: now,
             request_at: now + SYNC_DELAY,
             nonce: seed,
-            rounds: 0,
             complete: BTreeSet::new(),
             progress: BTreeMap::new(),
         });
         Storage {
             slots: BTreeMap::new(),
-            max_keys,
+            max_keys: cfg.max_keys,
+            max_ttl: cfg.max_ttl,
             sync,
             parked: Vec::new(),
             serving: VecDeque::new(),
@@ -240,6 +241,7 @@ impl Storage {
 
     /// Applies one write atomically against the key's current state (the compare-and-set).
     fn apply(&mut self, now: Instant, from: &NodeId, w: &Write) -> Verdict {
+        let max_ttl = self.max_ttl;
         let new_slot = !self.slots.contains_key(&w.key);
         if new_slot {
             if !matches!(w.op, WriteOp::Create { .. } | WriteOp::Append { ttl_ms: 1.., .. }) {
@@ -264,11 +266,13 @@ impl Storage {
                     slot.members.swap_remove(i);
                 }
                 (None, 0) => {}
-                (Some(i), t) => slot.members[i].expires = now + ms(t),
+                (Some(i), t) => slot.members[i].expires = now + cut(max_ttl, t),
                 (None, _) if slot.members.len() >= BCAST_MAX => return Verdict::Reply(WriteResult::Full),
-                (None, t) => {
-                    slot.members.push(Member { owner: *from, value: value.clone(), expires: now + ms(t) })
-                }
+                (None, t) => slot.members.push(Member {
+                    owner: *from,
+                    value: value.clone(),
+                    expires: now + cut(max_ttl, t),
+                }),
             }
             slot.version += 1;
             return Verdict::Reply(WriteResult::Accepted { gen: 0 });
@@ -308,7 +312,7 @@ impl Storage {
                         gen: *gen,
                         kind: w.kind,
                         value: value.clone(),
-                        expires: now + ms(*ttl_ms),
+                        expires: now + cut(max_ttl, *ttl_ms),
                     });
                     slot.floor = slot.floor.max(*gen);
                     WriteResult::Accepted { gen: *gen }
@@ -318,7 +322,7 @@ impl Storage {
             }
             WriteOp::Renew { gen, ttl_ms } => match slot.entries.iter_mut().find(|e| e.gen == *gen) {
                 Some(e) => {
-                    e.expires = e.expires.max(now + ms(*ttl_ms));
+                    e.expires = e.expires.max(now + cut(max_ttl, *ttl_ms));
                     WriteResult::Accepted { gen: *gen }
                 }
                 None => WriteResult::Mismatch { current: mine.map(|gen| Stamp { owner: *from, gen }) },
@@ -332,7 +336,7 @@ impl Storage {
                         gen: g,
                         kind: w.kind,
                         value: value.clone(),
-                        expires: now + ms(*ttl_ms),
+                        expires: now + cut(max_ttl, *ttl_ms),
                     });
                     slot.floor = slot.floor.max(g);
                     WriteResult::Accepted { gen: g }
@@ -446,6 +450,7 @@ impl Storage {
     }
 
     pub fn handle_sync_chunk(&mut self, cx: &mut Ctx, from: NodeId, c: SyncChunk) {
+        let max_ttl = self.max_ttl;
         let Some(s) = &mut self.sync else { return };
         let now = cx.now;
         for e in c.entries {
@@ -453,7 +458,7 @@ impl Storage {
                 SyncEntry::Record { key, floor, rec } => {
                     let slot = self.slots.entry(key).or_default();
                     slot.floor = slot.floor.max(floor).max(rec.gen);
-                    let expires = now + ms(rec.ttl_ms);
+                    let expires = now + cut(max_ttl, rec.ttl_ms);
                     match slot.entries.iter_mut().find(|e| e.owner == rec.owner && e.gen == rec.gen) {
                         Some(e) => e.expires = e.expires.max(expires),
                         None => slot.entries.push(Entry {
@@ -472,7 +477,7 @@ impl Storage {
                 }
                 SyncEntry::Member { key, member } => {
                     let slot = self.slots.entry(key).or_default();
-                    let expires = now + ms(member.ttl_ms);
+                    let expires = now + cut(max_ttl, member.ttl_ms);
                     let full = slot.members.len() >= BCAST_MAX;
                     match slot.members.iter_mut().find(|m| m.owner == member.owner && m.value == member.value)
                     {
@@ -537,8 +542,7 @@ impl Storage {
     }
 
     pub fn poll_at(&self) -> Option<Instant> {
-        let sync =
-            self.sync.as_ref().map(|s| if s.rounds < SYNC_ROUNDS { s.request_at } else { s.since + MAX_TTL });
+        let sync = self.sync.as_ref().map(|s| s.request_at.min(s.since + self.max_ttl));
         let parked = self.parked.iter().map(|p| p.next_retx.min(p.deadline)).min();
         [sync, parked].into_iter().flatten().min()
     }
@@ -546,13 +550,12 @@ impl Storage {
     pub fn handle_timeout(&mut self, cx: &mut Ctx) {
         let now = cx.now;
         if let Some(s) = &mut self.sync {
-            if now >= s.since + MAX_TTL {
+            if now >= s.since + self.max_ttl {
                 // Every record this node could have missed has lapsed: nothing left to copy.
                 self.sync = None;
-            } else if now >= s.request_at && s.rounds < SYNC_ROUNDS {
+            } else if now >= s.request_at {
                 self.next_nonce = self.next_nonce.wrapping_add(1);
                 s.nonce = self.next_nonce;
-                s.rounds += 1;
                 s.request_at = now + SYNC_RETRY;
                 s.progress.clear();
                 let (me, complete) = (cx.me, &s.complete);
@@ -587,6 +590,11 @@ impl Storage {
             i += 1;
         }
     }
+}
+
+/// A TTL from the wire, cut to the namespace's longest.
+fn cut(max_ttl: Duration, t: u32) -> Duration {
+    Duration::from_millis(u64::from(t)).min(max_ttl)
 }
 
 fn view(now: Instant, e: &Entry) -> RecordView {
