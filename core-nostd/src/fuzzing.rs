@@ -5,12 +5,16 @@
 
 mod control;
 mod dhcp;
+#[cfg(feature = "alloc")]
+mod dht;
 mod dns;
 mod node_lan;
 mod overlay;
 
 pub use control::control;
 pub use dhcp::dhcp;
+#[cfg(feature = "alloc")]
+pub use dht::dht;
 pub use dns::dns;
 pub use node_lan::node_lan;
 pub use overlay::overlay;

@@ -20,6 +20,7 @@ mod fmt;
 pub mod arp;
 pub mod config;
 pub mod dhcp;
+pub mod dht;
 pub mod dns;
 pub mod encap;
 pub mod event;

@@ -1,0 +1,646 @@
+//! The VN's distributed hash table: a quorum-replicated, one-hop DHT whose atomic writes are
+//! compare-and-set on (owner, generation) at a write quorum (DESIGN.md "The DHT and its consistency";
+//! IPOP SC09 §2.2 keeps the same state in Brunet's DHT). Sans-IO: [`Dht`] takes messages and time in
+//! and hands messages, results and events out, like [`crate::Node`].
+//!
+//! # Records and keys
+//! A record is {key, value (≤ 96 bytes), owner, generation, relative TTL}. Keys are
+//! BLAKE2s("vngate dht key v1" || namespace id || kind || u16 length || name) ([`Key::derive`]);
+//! kinds are `ip`, `mac`, `host`, `node`, `bcast`, `revoked`. The writer of a record is the
+//! authenticated sender of the write; P3 adds the owner's signature, to be checked where
+//! `storage::authorize` stands now. TTLs are capped at [`MAX_TTL`].
+//!
+//! # Replicas and quorums
+//! Storage nodes (the `dht` role) keep the full member table, so a lookup is one hop: the replica
+//! set of a key is the `K` = 5 members closest to it by XOR distance, with `W` = `R` = 3. With
+//! n < 5 storage nodes the replica set is all n and `W` = `R` = floor(n/2) + 1. Either way two write
+//! quorums share a replica and a read quorum meets every write quorum. Kademlia routing for more
+//! than about a thousand storage nodes is not built yet: every engine needs the member table.
+//!
+//! # Compare-and-set
+//! A replica applies each write atomically against its state for the key (`storage::Storage::apply`):
+//! - Create(gen): when no other owner's record is live there, and `gen` is above every generation
+//!   the replica has seen for the key (or equals our live record's: a retransmission).
+//! - Renew(gen): our live record at `gen` gets a new TTL (never a shorter one).
+//! - Transfer(gen, to): our live record at `gen` becomes `to`'s at `gen + 1`.
+//! - Delete(gen): our record at `gen` goes; the generation floor stays, so generations never go back.
+//!
+//! A write succeeds when `W` replicas of the set accepted it in one attempt; each attempt has its own
+//! request id and, for Create, its own (higher) generation. An attempt that falls short sends a
+//! Delete for its generation to the replicas that accepted (a partial write never leaves an owner
+//! behind, and a late rollback cannot undo a later attempt), then backs off with jitter
+//! (100 ms · 2^attempt · U(0.5, 1.5)) and retries until the op's deadline.
+//!
+//! **Two creators cannot both win.** Say A's and B's Creates both reached a write quorum, Q_A and
+//! Q_B. Since |Q_A| + |Q_B| = 2W > K, some replica r is in both. r applied one of them first, say A's;
+//! when B's arrived r accepted it only if A's record was no longer live at r: A deleted or
+//! transferred it (A gave the key up), its TTL ran out at r, or (for `ip:` records) a read quorum
+//! found A's `node:` record lapsed. In each case A's lease (below) had ended before B's began.
+//!
+//! # Leases
+//! A client owns a key from the moment its write reached `W` accepts until `start + ttl · 0.98`,
+//! `start` being when that attempt was first sent. A replica applies the write no earlier than
+//! `start` and keeps it for `ttl` on its own clock, so with clock rates within ±1 % of each other
+//! the lease always ends before any replica of the quorum lets the record lapse. A client counts
+//! only the accepts that arrive within [`ATTEMPT_TIMEOUT`] of `start`. This is the "owner" the
+//! simulator checks: a node whose claim reached `W` accepts and whose lease has not lapsed.
+//!
+//! # Owner liveness
+//! Each node keeps one `node:<id>` record (TTL 30 s, renewed every 10 s). An `ip:` record counts
+//! as live only while its owner's node record is. Replicas of an `ip:` key learn it by asking: when a
+//! write meets a live `ip:` record of another owner, the replica parks the write and reads
+//! `node:<owner>` at a read quorum; if no reply holds a live record of that owner, the blocking
+//! record is dropped (as if expired) and the write is re-applied, unless the key changed meanwhile
+//! (then the check runs again). Gossiping node records to every storage node would be cheaper but
+//! unsafe: a lost gossip would let a replica think a live owner dead. The owner's side: a lease on an
+//! `ip:` record is valid only while the node lease it was won under is (an epoch, bumped each time
+//! the node record must be created anew); ip writes are sent only while the node lease is valid.
+//! So a dead owner's addresses can be taken over (generation + 1) about 30 s after its last renewal.
+//!
+//! # Joining and losing state
+//! A storage node that starts without its state (a rejoin, a new member) votes on a key only once
+//! it has copied the key range from enough other replicas of that key that every write quorum,
+//! less itself, meets one of them (3 of the other 4 with K = 5); until then it answers `NotReady`,
+//! which is not counted. It asks every member ([`SyncRequest`]) [`SYNC_DELAY`] after starting, by
+//! which time every write it may have accepted before it lost its state has been counted or
+//! dropped by its client, and asks again every [`SYNC_RETRY`] those that have not answered. Copies
+//! that disagree are all kept: any of them blocks other owners until it lapses. A node still copying
+//! answers no copy request, so when more than n − W replicas of a key lose their state together they
+//! vote again only after `Config::max_ttl`, when nothing they could have missed is live (carrying
+//! per-key readiness in the copy would shorten that: future work). With a single storage node there is
+//! nothing to copy from: a restart loses its records.
+//!
+//! Not covered yet: the member table is given by the runtime ([`Dht::members_mut`]); a change of
+//! membership (a new storage node id, an old one evicted) shifts replica sets, and quorums taken
+//! under the old and the new table need not intersect while the change spreads. Joint quorums for
+//! that change are future work; node churn with the same ids (leave without notice, rejoin empty) is
+//! covered.
+//!
+//! # Reads, audits, append
+//! A read returns the live record with the highest generation among `R` replies, ties to the
+//! lowest owner id; `Absent` only when `R` replicas say so. Owners renew every claim at TTL/3 and
+//! read it back every audit interval; when an audit finds a higher generation by another owner, the
+//! owner renews at once and, if a quorum refuses, yields ([`DhtEvent::Yielded`]). The `bcast` key
+//! holds a set of (owner, value ≤ 24 bytes, TTL) members, at most [`BCAST_MAX`]; Append adds or
+//! refreshes one (TTL 0 removes it), a read returns the union of `R` replies.
+
+mod client;
+mod key;
+mod members;
+mod msg;
+#[cfg(feature = "alloc")]
+mod storage;
+
+pub use key::{Key, Kind, MAX_NAME};
+pub use members::{quorum, Members, ReplicaSet, K, R, W};
+pub use msg::{
+    DecodeError, EncodeError, MemberValue, MemberView, Message, Read, ReadReply, ReadResult, RecordView,
+    Stamp, SyncChunk, SyncEntry, SyncRequest, Value, Write, WriteOp, WriteReply, WriteResult, BCAST_MAX,
+    MAX_MEMBER, MAX_MESSAGE, MAX_VALUE, SYNC_ENTRIES, VERSION,
+};
+
+use heapless::{Deque, Vec};
+use smoltcp::time::{Duration, Instant};
+
+use crate::id::NodeId;
+use crate::rand::Rng;
+use client::{Client, Io};
+
+/// How long a client waits for the replies of one attempt.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Retransmission interval within an attempt (to the replicas that have not answered).
+pub const RETX: Duration = Duration::from_millis(300);
+/// Backoff unit between attempts.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// How long a replica waits for an owner-liveness read before refusing the write `Unavailable`.
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(900);
+/// How long a storage node that lost its state waits before asking for copies: longer than any
+/// attempt it may have voted in, with margin for clock rates.
+pub const SYNC_DELAY: Duration = Duration::from_millis(2500);
+/// Interval between copy requests to the members that have not answered.
+pub const SYNC_RETRY: Duration = Duration::from_millis(1000);
+/// The longest TTL a record may have.
+pub const MAX_TTL: Duration = Duration::from_secs(2 * 3600);
+/// Events kept until polled; beyond it they are dropped and counted.
+pub const EVENTS: usize = 16;
+
+fn ttl_ms(t: Duration) -> u32 {
+    t.min(MAX_TTL).total_millis() as u32
+}
+
+#[cfg(feature = "alloc")]
+fn remaining_ms(now: Instant, expires: Instant) -> u32 {
+    if expires <= now {
+        0
+    } else {
+        ttl_ms(expires - now)
+    }
+}
+
+/// The lease a client may count on for a write of `ttl` (module doc, "Leases").
+fn lease(ttl: Duration) -> Duration {
+    Duration::from_micros(ttl.min(MAX_TTL).total_micros() / 100 * 98)
+}
+
+fn storage_rid_bit() -> u32 {
+    0x8000_0000
+}
+
+/// Settings of one DHT engine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The namespace id (keys derive from it).
+    pub namespace: [u8; 16],
+    /// Whether this node stores records (the `dht` role; needs the `alloc` feature).
+    pub storage: bool,
+    /// Whether this storage node never voted before (a new namespace's first members): it then has
+    /// nothing to copy and votes at once. Wrong here breaks safety: say false when unsure.
+    pub fresh: bool,
+    /// Keys a storage node holds at most; a Create of a new key beyond it is refused `Full`.
+    pub max_keys: usize,
+    /// How long a client op may take, all attempts included (default 10 s).
+    pub op_timeout: Duration,
+    /// TTL of our `node:` record (default 30 s).
+    pub node_ttl: Duration,
+    /// Renewal interval of our `node:` record (default 10 s).
+    pub node_renew: Duration,
+    /// Interval of audit reads of our claims (default 60 s).
+    pub audit_interval: Duration,
+    /// The longest TTL of any record in the namespace (default and most [`MAX_TTL`]): longer TTLs
+    /// are cut to it, on both sides. A storage node that cannot finish its copy votes again after it.
+    pub max_ttl: Duration,
+}
+
+impl Config {
+    /// Defaults for a namespace.
+    pub fn new(namespace: [u8; 16]) -> Self {
+        Config {
+            namespace,
+            storage: false,
+            fresh: false,
+            max_keys: 100_000,
+            op_timeout: Duration::from_secs(10),
+            node_ttl: Duration::from_secs(30),
+            node_renew: Duration::from_secs(10),
+            audit_interval: Duration::from_secs(60),
+            max_ttl: MAX_TTL,
+        }
+    }
+}
+
+/// An operation's handle, to match its [`OpResult`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u32);
+
+/// What a finished operation found or did.
+// No heap to box the member set into.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// We own the key at this generation.
+    Created {
+        /// Our generation.
+        gen: u64,
+    },
+    /// Our record's TTL was refreshed.
+    Renewed {
+        /// Our generation.
+        gen: u64,
+    },
+    /// The key now belongs to the new owner at this generation.
+    Transferred {
+        /// The new generation.
+        gen: u64,
+    },
+    /// Our record is gone.
+    Deleted,
+    /// Our member was added or refreshed.
+    Appended,
+    /// The live record with the highest generation.
+    Found(RecordView),
+    /// A read quorum has no live record.
+    Absent,
+    /// The member set (union of a read quorum).
+    Members(Vec<MemberView, BCAST_MAX>),
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpError {
+    /// Another owner's record is live (a Create refused by a write quorum, or at the deadline).
+    Conflict(Stamp),
+    /// Our record is not there at the generation given.
+    Mismatch(Option<Stamp>),
+    /// No quorum answered before the op's deadline.
+    Timeout,
+    /// Too many operations in flight.
+    Busy,
+    /// The member table is empty.
+    NoReplicas,
+    /// A value longer than the record allows.
+    TooLarge,
+}
+
+impl core::fmt::Display for OpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            OpError::Conflict(s) => write!(f, "owned by {} at generation {}", s.owner, s.gen),
+            OpError::Mismatch(_) => f.write_str("our record is not there at that generation"),
+            OpError::Timeout => f.write_str("no quorum answered in time"),
+            OpError::Busy => f.write_str("too many DHT operations in flight"),
+            OpError::NoReplicas => f.write_str("no storage node known"),
+            OpError::TooLarge => f.write_str("value too large"),
+        }
+    }
+}
+
+impl core::error::Error for OpError {}
+
+/// The result of one client operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpResult {
+    /// The op.
+    pub op: OpId,
+    /// Its key.
+    pub key: Key,
+    /// What happened.
+    pub outcome: Result<Outcome, OpError>,
+    /// Attempts made (1 when the first round trip sufficed).
+    pub attempts: u8,
+}
+
+/// Something about our own records the node must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// A claim could not be renewed and its lease lapsed (or a quorum refused the renewal).
+    LeaseLost {
+        /// The key.
+        key: Key,
+    },
+    /// An audit found a higher generation by another owner and a quorum refused our renewal:
+    /// the key is theirs, stop using it.
+    Yielded {
+        /// The key.
+        key: Key,
+        /// The owner that won.
+        by: Stamp,
+    },
+}
+
+/// Counters of a DHT engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DhtStats {
+    /// Messages that did not decode.
+    pub malformed: u64,
+    /// Messages dropped because the outbox was full.
+    pub out_full: u64,
+    /// Storage messages received by a node without the storage role.
+    pub not_storage: u64,
+    /// Attempts started (first sends).
+    pub attempts: u64,
+    /// Retransmission rounds within attempts.
+    pub retransmits: u64,
+    /// Failed Create attempts undone at the replicas that accepted them.
+    pub rollbacks: u64,
+    /// Replies for no attempt in flight (late, duplicate).
+    pub stale_replies: u64,
+    /// Ops refused for lack of a free slot.
+    pub ops_busy: u64,
+    /// User ops that failed.
+    pub ops_failed: u64,
+    /// Results dropped because nobody polled them.
+    pub results_dropped: u64,
+    /// Events dropped because nobody polled them.
+    pub events_dropped: u64,
+    /// Successful Creates whose claim could not be kept (claims table full): not renewed.
+    pub claims_full: u64,
+    /// Leases lost (renewal refused or lapsed).
+    pub leases_lost: u64,
+    /// Writes refused by the authorization hook.
+    pub unauthorized: u64,
+    /// Owner-liveness checks started by this replica.
+    pub owner_checks: u64,
+    /// Owners a check found dead.
+    pub owners_found_dead: u64,
+    /// Writes refused `Unavailable` (check failed or too many parked).
+    pub checks_refused: u64,
+    /// Copy requests ignored (still copying ourselves, or too many being answered).
+    pub sync_ignored: u64,
+    /// Copy chunks sent.
+    pub sync_chunks_sent: u64,
+}
+
+/// One node's DHT engine: the client side always, the storage side when `Config::storage` (needs
+/// the `alloc` feature).
+///
+/// `M` is the member table; `OPS` the client operations in flight (a new one beyond it is refused
+/// [`OpError::Busy`]); `CLAIMS` the records we own and renew (beyond it a won record is not renewed,
+/// counted in [`DhtStats::claims_full`]); `OUT` the messages waiting to be polled (beyond it they are
+/// dropped and counted; retransmissions recover).
+pub struct Dht<M: Members, const OPS: usize = 16, const CLAIMS: usize = 32, const OUT: usize = 64> {
+    me: NodeId,
+    members: M,
+    rng: Rng,
+    client: Client<OPS, CLAIMS>,
+    #[cfg(feature = "alloc")]
+    storage: Option<storage::Storage>,
+    namespace: [u8; 16],
+    out: Deque<(NodeId, Message), OUT>,
+    stats: DhtStats,
+}
+
+/// Pushes into the outbox, counting what does not fit.
+fn push_out<const OUT: usize>(
+    out: &mut Deque<(NodeId, Message), OUT>,
+    full: &mut u64,
+    to: NodeId,
+    m: Message,
+) {
+    if out.push_back((to, m)).is_err() {
+        *full += 1;
+    }
+}
+
+impl<M: Members, const OPS: usize, const CLAIMS: usize, const OUT: usize> Dht<M, OPS, CLAIMS, OUT> {
+    /// A new engine for node `me`, created at `now`; `seed` drives backoff jitter and request ids.
+    pub fn new(now: Instant, me: NodeId, members: M, config: &Config, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let rid_seed = rng.next_u32();
+        #[cfg(not(feature = "alloc"))]
+        let _ = now;
+        Dht {
+            me,
+            members,
+            client: Client::new(config, rid_seed),
+            #[cfg(feature = "alloc")]
+            storage: config.storage.then(|| storage::Storage::new(now, config, rng.next_u32())),
+            rng,
+            namespace: config.namespace,
+            out: Deque::new(),
+            stats: DhtStats::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// The member table.
+    pub fn members(&self) -> &M {
+        &self.members
+    }
+
+    /// The member table, for the runtime to keep up to date.
+    pub fn members_mut(&mut self) -> &mut M {
+        &mut self.members
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DhtStats {
+        self.stats
+    }
+
+    /// Whether this storage node votes on every key (its copy is complete, or it was fresh).
+    /// False for a node without storage.
+    pub fn storage_ready(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        {
+            self.storage.as_ref().is_some_and(|s| s.is_ready())
+        }
+        #[cfg(not(feature = "alloc"))]
+        false
+    }
+
+    /// Keys held by this storage node.
+    pub fn stored_keys(&self) -> usize {
+        #[cfg(feature = "alloc")]
+        {
+            self.storage.as_ref().map_or(0, |s| s.len())
+        }
+        #[cfg(not(feature = "alloc"))]
+        0
+    }
+
+    /// The `node:` key of this node.
+    pub fn node_key(&self) -> Key {
+        Key::node(&self.namespace, &self.me)
+    }
+
+    /// The key of `name` of `kind` in this namespace.
+    pub fn key(&self, kind: Kind, name: &[u8]) -> Key {
+        Key::derive(&self.namespace, kind, name)
+    }
+
+    /// Starts keeping our `node:` record (value: our contact), renewed every `node_renew`.
+    pub fn start(&mut self, now: Instant, contact: &[u8]) -> Result<(), OpError> {
+        let v = Value::from_slice(contact).map_err(|_| OpError::TooLarge)?;
+        self.client.start_node(now, v);
+        Ok(())
+    }
+
+    /// Whether we own `key` at `now` (module doc, "Leases").
+    pub fn holds(&self, now: Instant, key: &Key) -> bool {
+        self.client.holds(now, &self.me, key)
+    }
+
+    /// The end of our node lease, if we hold one.
+    pub fn node_lease(&self) -> Option<Instant> {
+        self.client.node_lease(&self.me)
+    }
+
+    /// Our generation of `key`, if we keep a claim on it.
+    pub fn claim_gen(&self, key: &Key) -> Option<u64> {
+        self.client.claim_gen(key)
+    }
+
+    fn with_io<T>(&mut self, now: Instant, f: impl FnOnce(&mut Client<OPS, CLAIMS>, &mut Io) -> T) -> T {
+        let out = &mut self.out;
+        let mut full = 0;
+        let mut sink = |to, m| push_out(out, &mut full, to, m);
+        let mut io = Io {
+            now,
+            me: self.me,
+            members: &self.members,
+            out: &mut sink,
+            rng: &mut self.rng,
+            stats: &mut self.stats,
+        };
+        let r = f(&mut self.client, &mut io);
+        self.stats.out_full += full;
+        r
+    }
+
+    /// Claims `key` at generation `after + 1` (`after`: the highest generation known, 0 if none).
+    /// Once won, the claim is renewed at TTL/3 and audited until deleted, transferred or lost.
+    pub fn create(
+        &mut self,
+        now: Instant,
+        key: Key,
+        kind: Kind,
+        value: &[u8],
+        ttl: Duration,
+        after: u64,
+    ) -> Result<OpId, OpError> {
+        let v = Value::from_slice(value).map_err(|_| OpError::TooLarge)?;
+        self.with_io(now, |c, io| c.create(io, key, kind, v, ttl, after))
+    }
+
+    /// Refreshes the TTL of our record at `gen` (claims are renewed automatically; this is for
+    /// records the caller keeps itself).
+    pub fn renew(
+        &mut self,
+        now: Instant,
+        key: Key,
+        kind: Kind,
+        gen: u64,
+        ttl: Duration,
+    ) -> Result<OpId, OpError> {
+        self.with_io(now, |c, io| c.renew(io, key, kind, gen, ttl))
+    }
+
+    /// Hands our record at `gen` to `to` (generation `gen + 1`). We stop owning it at once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn transfer(
+        &mut self,
+        now: Instant,
+        key: Key,
+        kind: Kind,
+        gen: u64,
+        to: NodeId,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<OpId, OpError> {
+        let v = Value::from_slice(value).map_err(|_| OpError::TooLarge)?;
+        self.with_io(now, |c, io| c.transfer(io, key, kind, gen, to, v, ttl))
+    }
+
+    /// Deletes our record at `gen`. We stop owning it at once.
+    pub fn delete(&mut self, now: Instant, key: Key, kind: Kind, gen: u64) -> Result<OpId, OpError> {
+        self.with_io(now, |c, io| c.delete(io, key, kind, gen))
+    }
+
+    /// Reads `key`.
+    pub fn read(&mut self, now: Instant, key: Key, kind: Kind) -> Result<OpId, OpError> {
+        self.with_io(now, |c, io| c.read(io, key, kind))
+    }
+
+    /// Adds or refreshes our member `value` in the member set at `key` (TTL zero removes it).
+    pub fn append(&mut self, now: Instant, key: Key, value: &[u8], ttl: Duration) -> Result<OpId, OpError> {
+        let v = MemberValue::from_slice(value).map_err(|_| OpError::TooLarge)?;
+        self.with_io(now, |c, io| c.append(io, key, v, ttl))
+    }
+
+    /// The next finished operation.
+    pub fn poll_result(&mut self) -> Option<OpResult> {
+        self.client.results.pop_front()
+    }
+
+    /// The next event about our records.
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.client.events.pop_front()
+    }
+
+    /// A DHT message from `from` (the authenticated sender).
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
+        match Message::decode(bytes) {
+            Ok(m) => self.dispatch(now, from, m),
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, from: NodeId, m: Message) {
+        match m {
+            Message::WriteReply(r) => {
+                self.with_io(now, |c, io| c.handle_write_reply(io, from, r.rid, r.result))
+            }
+            Message::ReadReply(r) if r.rid & storage_rid_bit() == 0 => {
+                self.with_io(now, |c, io| c.handle_read_reply(io, from, r.rid, r.result))
+            }
+            #[cfg(feature = "alloc")]
+            other => self.with_storage(now, |s, cx| match other {
+                Message::Write(w) => s.handle_write(cx, from, w),
+                Message::Read(r) => s.handle_read(cx, from, r),
+                Message::ReadReply(r) => s.handle_read_reply(cx, from, r),
+                Message::SyncRequest(r) => s.handle_sync_request(cx, from, r),
+                Message::SyncChunk(c) => s.handle_sync_chunk(cx, from, c),
+                Message::WriteReply(_) => {}
+            }),
+            #[cfg(not(feature = "alloc"))]
+            _ => self.stats.not_storage += 1,
+        }
+    }
+
+    #[cfg(feature = "alloc")]
+    fn with_storage(&mut self, now: Instant, f: impl FnOnce(&mut storage::Storage, &mut storage::Ctx)) {
+        let Some(s) = &mut self.storage else {
+            self.stats.not_storage += 1;
+            return;
+        };
+        let out = &mut self.out;
+        let mut full = 0;
+        let mut sink = |to, m| push_out(out, &mut full, to, m);
+        let mut cx = storage::Ctx {
+            now,
+            me: self.me,
+            namespace: self.namespace,
+            members: &self.members,
+            out: &mut sink,
+            stats: &mut self.stats,
+        };
+        f(s, &mut cx);
+        self.stats.out_full += full;
+    }
+
+    /// The next message to send: encoded into `buf` (at least [`MAX_MESSAGE`] bytes), with its
+    /// destination and length. Messages to ourselves are handled on the spot.
+    pub fn poll_message(&mut self, now: Instant, buf: &mut [u8]) -> Option<(NodeId, usize)> {
+        loop {
+            let (to, m) = match self.out.pop_front() {
+                Some(x) => x,
+                None => self.next_sync_chunk(now)?,
+            };
+            if to == self.me {
+                self.dispatch(now, to, m);
+                continue;
+            }
+            match m.encode(buf) {
+                Ok(n) => return Some((to, n)),
+                Err(_) => self.stats.out_full += 1,
+            }
+        }
+    }
+
+    #[cfg(feature = "alloc")]
+    fn next_sync_chunk(&mut self, now: Instant) -> Option<(NodeId, Message)> {
+        let mut r = None;
+        if self.storage.is_some() {
+            self.with_storage(now, |s, cx| r = s.next_chunk(cx));
+        }
+        r
+    }
+
+    #[cfg(not(feature = "alloc"))]
+    fn next_sync_chunk(&mut self, _now: Instant) -> Option<(NodeId, Message)> {
+        None
+    }
+
+    /// When [`Dht::handle_timeout`] should run next.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let c = self.client.poll_at();
+        #[cfg(feature = "alloc")]
+        let s = self.storage.as_ref().and_then(|s| s.poll_at());
+        #[cfg(not(feature = "alloc"))]
+        let s = None;
+        [c, s].into_iter().flatten().min()
+    }
+
+    /// Runs the timers that are due (safe to call at any time).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.with_io(now, |c, io| c.handle_timeout(io));
+        #[cfg(feature = "alloc")]
+        if self.storage.is_some() {
+            self.with_storage(now, |s, cx| s.handle_timeout(cx));
+        }
+    }
+}
