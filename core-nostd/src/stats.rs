@@ -89,8 +89,7 @@ mod tests {
         // Debug prints every field as `name: value`; a counter missing from `fields` fails here.
         let debug = std::format!("{:?}", Stats::default());
         assert_eq!(debug.matches(": 0").count(), Stats::default().fields().len());
-        let mut s = Stats::default();
-        s.malformed = 7;
+        let s = Stats { malformed: 7, ..Stats::default() };
         assert!(s.fields().contains(&("malformed", 7)));
     }
 }
