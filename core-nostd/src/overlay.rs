@@ -59,6 +59,8 @@ pub const POOL_FREE: usize = 4;
 const CLAIMS_IN_FLIGHT: usize = 2;
 /// Hellos to unanswered bootstrap endpoints, and the shortest interval between hellos to one peer.
 pub const HELLO_RETRY: Duration = Duration::from_secs(3);
+/// Interval of the anti-entropy hello to one random known node (its answer lists its members).
+pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
 /// TTL of our `ip:` records.
 pub const IP_TTL: Duration = Duration::from_secs(300);
 /// How long a route read stays valid.
@@ -223,6 +225,7 @@ pub struct Overlay {
     known: Vec<Known, MEMBERS>,
     bootstrap: Vec<(SocketAddr, bool), 8>,
     next_hello: Option<Instant>,
+    next_gossip: Instant,
     started: bool,
     ops: Vec<(OpId, Purpose), OPS>,
     routes: Vec<Route, ROUTES>,
@@ -264,6 +267,7 @@ impl Overlay {
             known: Vec::new(),
             bootstrap: config.bootstrap.iter().map(|&e| (e, false)).collect(),
             next_hello: None,
+            next_gossip: Instant::ZERO,
             started: false,
             ops: Vec::new(),
             routes: Vec::new(),
@@ -335,6 +339,7 @@ impl Overlay {
         let n = self.contact(&mut c);
         let _ = self.dht.start(cx.now, &c[..n]);
         self.greet_bootstrap(cx);
+        self.next_gossip = cx.now + GOSSIP_INTERVAL;
         self.pump(cx);
     }
 
@@ -427,7 +432,16 @@ impl Overlay {
                     b.1 = true;
                 }
                 // The observed source is where the sender's datagrams come from: reach it there.
-                self.learn(cx, MemberInfo { node_id: h.node_id, roles: h.roles, endpoint: from });
+                let info = MemberInfo { node_id: h.node_id, roles: h.roles, endpoint: from };
+                if self.learn(cx, info) && info.roles.contains(Roles::DHT) {
+                    // A new storage member: tell every node we know, so it spreads at once.
+                    let mut one = Vec::new();
+                    let _ = one.push(info);
+                    let m = ControlRepr::Members(one);
+                    for k in self.known.iter().filter(|k| k.info.node_id != info.node_id) {
+                        Self::send(cx, k.info.endpoint, &m);
+                    }
+                }
                 self.peers.on_receive(cx, from, Auth::Unauthenticated, Received::Traffic);
                 self.hello_to(cx, h.node_id, from);
             }
@@ -715,6 +729,14 @@ impl Overlay {
         if self.next_hello.is_some_and(|t| t <= cx.now) {
             self.greet_bootstrap(cx);
         }
+        if self.next_gossip <= cx.now && self.started {
+            self.next_gossip = cx.now + GOSSIP_INTERVAL;
+            let n = self.known.len() as u32;
+            if n > 0 {
+                let k = self.known[(cx.rng.next_u32() % n) as usize].info;
+                self.hello_to(cx, k.node_id, k.endpoint);
+            }
+        }
         self.peers.handle_timeout(cx);
         self.dht.handle_timeout(cx.now);
         self.pump_with(cx, site);
@@ -722,7 +744,10 @@ impl Overlay {
 
     /// When [`Overlay::handle_timeout`] should run next.
     pub fn poll_at(&self) -> Option<Instant> {
-        [self.dht.poll_at(), self.peers.poll_at(), self.next_hello].into_iter().flatten().min()
+        [self.dht.poll_at(), self.peers.poll_at(), self.next_hello, Some(self.next_gossip)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
