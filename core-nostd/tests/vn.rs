@@ -337,11 +337,13 @@ fn big_stack(f: impl FnOnce() + Send + 'static) {
 
 #[test]
 fn two_sites_form_one_flat_vn() {
-    big_stack(two_sites);
+    for seed in [0x5eed, 1, 2, 3] {
+        big_stack(move || two_sites(seed));
+    }
 }
 
-fn two_sites() {
-    let mut net = Net::new(0x5eed, 20);
+fn two_sites(seed: u64) {
+    let mut net = Net::new(seed, 20);
     net.run(Duration::from_secs(15));
     for i in 0..5 {
         let o = net.nodes[i].overlay().unwrap();
