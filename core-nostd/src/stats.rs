@@ -48,6 +48,29 @@ pub struct Stats {
     pub peers_full: u64,
     /// Pongs dropped: no probe in flight to that endpoint, a wrong nonce or echo, or not trusted.
     pub pongs_unmatched: u64,
+    /// Overlay datagrams received.
+    pub overlay_rx: u64,
+    /// Hellos of another namespace, dropped.
+    pub overlay_wrong_namespace: u64,
+    /// Overlay messages from an endpoint that is no known peer (or DHT messages to a node whose
+    /// endpoint we do not know), dropped.
+    pub overlay_unknown_peer: u64,
+    /// Address claims not kept: the pool table was full.
+    pub overlay_pool_full: u64,
+    /// Address claims that failed (no quorum in time, no replicas).
+    pub overlay_claims_failed: u64,
+    /// Frames tunnelled to another node.
+    pub overlay_tx_frames: u64,
+    /// Frames from the overlay delivered to the LAN.
+    pub overlay_rx_frames: u64,
+    /// LAN frames not tunnelled: their source is no address this node holds.
+    pub overlay_src_not_owned: u64,
+    /// Overlay frames dropped: their source is not owned by the sending node (or not known yet).
+    pub overlay_src_invalid: u64,
+    /// Overlay frames dropped: the destination is not held here or not known on the LAN.
+    pub overlay_dst_unknown: u64,
+    /// LAN frames dropped at the VN MTU (too big; an ICMP error may have been sent).
+    pub overlay_too_big: u64,
 }
 
 impl Stats {
