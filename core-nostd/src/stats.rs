@@ -75,7 +75,7 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 22] {
+    pub fn fields(&self) -> [(&'static str, u64); 33] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -99,6 +99,17 @@ impl Stats {
             ("stopped_drops", self.stopped_drops),
             ("peers_full", self.peers_full),
             ("pongs_unmatched", self.pongs_unmatched),
+            ("overlay_rx", self.overlay_rx),
+            ("overlay_wrong_namespace", self.overlay_wrong_namespace),
+            ("overlay_unknown_peer", self.overlay_unknown_peer),
+            ("overlay_pool_full", self.overlay_pool_full),
+            ("overlay_claims_failed", self.overlay_claims_failed),
+            ("overlay_tx_frames", self.overlay_tx_frames),
+            ("overlay_rx_frames", self.overlay_rx_frames),
+            ("overlay_src_not_owned", self.overlay_src_not_owned),
+            ("overlay_src_invalid", self.overlay_src_invalid),
+            ("overlay_dst_unknown", self.overlay_dst_unknown),
+            ("overlay_too_big", self.overlay_too_big),
         ]
     }
 }
