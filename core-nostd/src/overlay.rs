@@ -55,6 +55,10 @@ pub const ROUTES: usize = 256;
 pub const OPS: usize = 32;
 /// Free claimed addresses kept ready for DHCP.
 pub const POOL_FREE: usize = 4;
+/// Quiet time after the last new storage member before the DHT client starts.
+pub const SETTLE_QUIET: Duration = Duration::from_millis(1500);
+/// Longest wait for the bootstrap endpoints before the DHT client starts anyway.
+pub const SETTLE_MAX: Duration = Duration::from_secs(6);
 /// Claims started at once while refilling.
 const CLAIMS_IN_FLIGHT: usize = 2;
 /// Hellos to unanswered bootstrap endpoints, and the shortest interval between hellos to one peer.
@@ -227,6 +231,12 @@ pub struct Overlay {
     next_hello: Option<Instant>,
     next_gossip: Instant,
     started: bool,
+    /// Whether the DHT client runs (node record, claims): only once membership has settled.
+    dht_started: bool,
+    /// Earliest start of the DHT client: a quiet moment after the last new storage member.
+    settle_at: Instant,
+    /// Latest start of the DHT client, even if some bootstrap endpoint never answered.
+    settle_deadline: Instant,
     ops: Vec<(OpId, Purpose), OPS>,
     routes: Vec<Route, ROUTES>,
     pool: DhtPool,
@@ -269,6 +279,9 @@ impl Overlay {
             next_hello: None,
             next_gossip: Instant::ZERO,
             started: false,
+            dht_started: false,
+            settle_at: Instant::ZERO,
+            settle_deadline: Instant::ZERO,
             ops: Vec::new(),
             routes: Vec::new(),
             pool: DhtPool::default(),
@@ -335,12 +348,30 @@ impl Overlay {
             return;
         }
         self.started = true;
-        let mut c = [0u8; 19];
-        let n = self.contact(&mut c);
-        let _ = self.dht.start(cx.now, &c[..n]);
+        self.settle_at = cx.now + SETTLE_QUIET;
+        self.settle_deadline = cx.now + SETTLE_MAX;
         self.greet_bootstrap(cx);
         self.next_gossip = cx.now + GOSSIP_INTERVAL;
         self.pump(cx);
+    }
+
+    /// Start the DHT client once the member table has settled: every bootstrap endpoint answered (or
+    /// [`SETTLE_MAX`] passed) and no new storage member for [`SETTLE_QUIET`]. A node record or claim
+    /// made while the table still grows would sit on a replica set that is not the final one, and
+    /// its renewals would then fail (membership changes are not handled by the engine yet).
+    fn maybe_start_dht(&mut self, cx: &mut Cx<'_>) {
+        if self.dht_started || !self.started || cx.now < self.settle_at {
+            return;
+        }
+        let all_answered = self.bootstrap.iter().all(|&(_, answered)| answered);
+        if !all_answered && cx.now < self.settle_deadline {
+            return;
+        }
+        self.dht_started = true;
+        let mut c = [0u8; 19];
+        let n = self.contact(&mut c);
+        let _ = self.dht.start(cx.now, &c[..n]);
+        debug!("overlay: DHT client started with {} storage members", self.dht.members().len());
     }
 
     fn greet_bootstrap(&mut self, cx: &mut Cx<'_>) {
@@ -368,8 +399,8 @@ impl Overlay {
             return false;
         }
         let _ = self.peers.insert(cx, info.node_id, info.endpoint);
-        if info.roles.contains(Roles::DHT) {
-            dht::Members::insert(self.dht.members_mut(), info.node_id);
+        if info.roles.contains(Roles::DHT) && dht::Members::insert(self.dht.members_mut(), info.node_id) {
+            self.settle_at = self.settle_at.max(cx.now + SETTLE_QUIET);
         }
         if let Some(k) = self.known.iter_mut().find(|k| k.info.node_id == info.node_id) {
             k.info = info;
@@ -682,6 +713,7 @@ impl Overlay {
 
     /// Moves the DHT's messages, results and events along; refills the pool.
     pub fn pump_with(&mut self, cx: &mut Cx<'_>, site: &Site) {
+        self.maybe_start_dht(cx);
         self.pump(cx);
         self.refill(cx, site);
         self.pump(cx);
@@ -744,7 +776,14 @@ impl Overlay {
 
     /// When [`Overlay::handle_timeout`] should run next.
     pub fn poll_at(&self) -> Option<Instant> {
-        [self.dht.poll_at(), self.peers.poll_at(), self.next_hello, Some(self.next_gossip)]
+        let settle = (self.started && !self.dht_started).then(|| {
+            if self.bootstrap.iter().all(|&(_, answered)| answered) {
+                self.settle_at
+            } else {
+                self.settle_at.max(self.settle_deadline)
+            }
+        });
+        [self.dht.poll_at(), self.peers.poll_at(), self.next_hello, Some(self.next_gossip), settle]
             .into_iter()
             .flatten()
             .min()
