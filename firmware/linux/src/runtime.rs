@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use vn_core::queue::{PersistToken, FRAME_CAP};
-use vn_core::{Event, Instant, Site, Transmit};
+use vn_core::{dht, Event, Instant, Site, Transmit};
 
 use crate::config::Config;
 use crate::persist::BindingsFile;
@@ -363,7 +363,32 @@ fn status_json(
             })
         })
         .collect();
-    crate::control::status(me, ns, bindings, &node.stats().fields())
+    let overlay = node.overlay().map(|o| {
+        let peers: Vec<_> = o
+            .peers()
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id().to_string(),
+                    "endpoint": p.endpoint().to_string(),
+                    "up": p.is_up(),
+                    "path": format!("{:?}", p.path()).to_lowercase(),
+                    "rtt_ms": p.rtt().srtt().map(|d| d.total_micros() as f64 / 1000.0),
+                })
+            })
+            .collect();
+        let dht = o.dht();
+        json!({
+            "peers": peers,
+            "dht_members": dht::Members::len(dht.members()),
+            "storage_ready": dht.storage_ready(),
+            "stored_keys": dht.stored_keys(),
+            "node_lease_s": dht.node_lease().map(|t| if t > now { (t - now).total_millis() as f64 / 1000.0 } else { 0.0 }),
+            "pool_free": o.pool().free_held(),
+            "owned": o.pool().held().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        })
+    });
+    crate::control::status(me, ns, bindings, &node.stats().fields(), overlay.unwrap_or_default())
 }
 
 /// Where outputs go.
