@@ -13,6 +13,18 @@
 //! NODATA, both with a synthesized SOA in the authority section (RFC 2308) whose negative TTL is short,
 //! as are all TTLs here: names move with leases.
 //!
+//! **Hostnames of other sites** ([`DnsServer::handle_query_with`], a node in an overlay): a name
+//! `<label>.<domain>` that is neither `ns`, an IP-derived name nor a local hostname is `host:<label>`
+//! in the DHT. The query is parked (at most `PENDING` at once; beyond that SERVFAIL) and a read starts
+//! through [`HostLookup`]; its outcome comes back by [`DnsServer::host_done`]: found -> the A record
+//! (NODATA for other types), a read quorum said absent -> NXDOMAIN with the SOA, anything else (no
+//! quorum, no storage node, a record that is no VN address) or no outcome within [`HOST_TIMEOUT`]
+//! -> SERVFAIL, so a resolver never caches a negative answer the VN did not give. A local hostname that
+//! another node holds in the DHT ([`HostLookup::shadowed`]: it registered the name first) is not
+//! answered locally, forward or reverse, so every site gives the same answer. The PTR of another
+//! site's address is its IP-derived name (no reverse record in the DHT yet). Without an overlay
+//! ([`DnsServer::handle_query`]) such names are NXDOMAIN.
+//!
 //! Everything else is forwarded to `site.params.upstream_dns` (REFUSED when there is none) from a random
 //! source port with a random id (RFC 5452); the answer must come from the upstream's address and port 53,
 //! to that port, with that id and the same question, or it is dropped and counted. The table of
@@ -23,12 +35,12 @@
 
 use core::net::{SocketAddr, SocketAddrV4};
 
-use heapless::Vec;
+use heapless::{String, Vec};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::Ipv4Address;
 
-use crate::config::Site;
-use crate::dhcp::NameTable;
+use crate::config::{is_hostname_label, Site};
+use crate::dhcp::{NameTable, MAX_HOSTNAME};
 use crate::queue::Cx;
 use crate::wire::dns::{
     Class, Flags, Name, Opcode, Opt, Packet, Question, RData, Rcode, Record, Repr, Soa, Type, HEADER_LEN,
@@ -51,6 +63,10 @@ pub const NEGATIVE_TTL: u32 = 10;
 const NS_LABEL: &[u8] = b"ns";
 /// Label of the SOA's responsible mailbox.
 const HOSTMASTER_LABEL: &[u8] = b"hostmaster";
+
+/// How long a query waits for its DHT read before the client gets SERVFAIL: below the 5 s after which
+/// glibc and dig retry, above a read's usual round trips (the DHT retransmits every 300 ms).
+pub const HOST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Records per section of the messages handled here: a query's OPT is apart, so this is plenty.
 const SECTION: usize = 2;
@@ -78,6 +94,54 @@ struct Pending {
     deadline: Instant,
 }
 
+/// A query waiting for a DHT read of `host:<label>`.
+struct Parked {
+    /// The hostname label, lowercase.
+    label: String<MAX_HOSTNAME>,
+    /// The client's datagram, to answer it.
+    client: UdpMeta,
+    /// The query.
+    query: Query,
+    /// When the client gets SERVFAIL.
+    deadline: Instant,
+}
+
+/// What a DHT read of `host:<label>` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAnswer {
+    /// The live record's address.
+    Found(Ipv4Address),
+    /// A read quorum holds no live record.
+    Absent,
+    /// No quorum answered, no storage node is known, or the record was malformed.
+    Failed,
+}
+
+/// The overlay's side of hostname resolution (implemented by [`crate::overlay::Overlay`]).
+pub trait HostLookup {
+    /// Whether the local hostname `label` (lowercase) is held by another node in the DHT: then this
+    /// site does not answer it from its own table.
+    fn shadowed(&self, label: &str) -> bool;
+    /// Starts a read of `host:<label>` (or joins one in flight); false when none could start. Its
+    /// outcome is handed to [`DnsServer::host_done`].
+    fn begin_host_lookup(&mut self, now: Instant, label: &str) -> bool;
+}
+
+/// The local name table with what another node holds in the DHT hidden.
+struct Visible<'a> {
+    names: &'a dyn NameTable,
+    hosts: Option<&'a dyn HostLookup>,
+}
+
+impl NameTable for Visible<'_> {
+    fn lookup(&self, label: &str) -> Option<Ipv4Address> {
+        self.names.lookup(label).filter(|_| self.hosts.is_none_or(|h| !h.shadowed(label)))
+    }
+    fn name_of(&self, ip: Ipv4Address) -> Option<&str> {
+        self.names.name_of(ip).filter(|n| self.hosts.is_none_or(|h| !h.shadowed(n)))
+    }
+}
+
 /// What a parsed query carries that the answer needs.
 struct Query {
     id: u16,
@@ -94,9 +158,11 @@ impl Query {
     }
 }
 
-/// The DNS responder with room for `PENDING` forwarded queries (when full, new ones get SERVFAIL).
+/// The DNS responder with room for `PENDING` forwarded queries and as many queries waiting for the
+/// DHT (when either table is full, new ones get SERVFAIL).
 pub struct DnsServer<const PENDING: usize> {
     pending: Vec<Pending, PENDING>,
+    parked: Vec<Parked, PENDING>,
 }
 
 /// 32 forwarded queries in flight.
@@ -206,12 +272,14 @@ enum Local {
     Exists(Vec<RData<'static>, SECTION>),
     /// Ours; no such name.
     NxDomain,
+    /// Ours; a hostname this site does not hold: `host:<label>` in the DHT, NXDOMAIN without one.
+    Remote(String<MAX_HOSTNAME>),
 }
 
 impl<const PENDING: usize> DnsServer<PENDING> {
     /// Empty responder.
     pub fn new() -> Self {
-        Self { pending: Vec::new() }
+        Self { pending: Vec::new(), parked: Vec::new() }
     }
 
     /// The VN domain as a name (validated by the config, so it parses; the root otherwise).
@@ -270,6 +338,15 @@ impl<const PENDING: usize> DnsServer<PENDING> {
         Self::under_domain(site, &ip_label(ip))
     }
 
+    /// The answer to `q` for a name that holds address `ip`.
+    fn address(q: &Question, ip: Ipv4Address) -> Local {
+        let mut v = Vec::new();
+        if q.qtype == Type::A || q.qtype == Type::Any {
+            let _ = v.push(RData::A(ip));
+        }
+        Local::Exists(v)
+    }
+
     /// Answer `q` from the local zones. Returns the zone apex too (the SOA owner).
     fn lookup(site: &Site, names: &dyn NameTable, q: &Question) -> (Local, Option<Name>) {
         let want = |t: Type| q.qtype == t || q.qtype == Type::Any;
@@ -292,13 +369,12 @@ impl<const PENDING: usize> DnsServer<PENDING> {
                     Local::Exists(v)
                 }
                 Some([label]) => {
+                    let mut lower: String<MAX_HOSTNAME> = String::new();
                     let ip = if label.eq_ignore_ascii_case(NS_LABEL) {
                         Some(site.dns_addr)
                     } else if let Some(ip) = ip_of_label(site, label) {
                         Some(ip)
                     } else {
-                        let mut lower: heapless::String<{ crate::dhcp::MAX_HOSTNAME }> =
-                            heapless::String::new();
                         label
                             .iter()
                             .all(|c| lower.push(char::from(c.to_ascii_lowercase())).is_ok() && c.is_ascii())
@@ -306,8 +382,8 @@ impl<const PENDING: usize> DnsServer<PENDING> {
                             .flatten()
                     };
                     match ip {
-                        Some(ip) if want(Type::A) => Local::Exists(one(RData::A(ip))),
-                        Some(_) => Local::Exists(Vec::new()),
+                        Some(ip) => Self::address(q, ip),
+                        None if is_hostname_label(&lower) => Local::Remote(lower),
                         None => Local::NxDomain,
                     }
                 }
@@ -375,12 +451,40 @@ impl<const PENDING: usize> DnsServer<PENDING> {
         (local, soa_owner)
     }
 
-    /// A query (UDP payload) to `.1:53` from the LAN.
+    /// A query (UDP payload) to `.1:53` from the LAN, on a node without an overlay: hostnames not in
+    /// `names` are NXDOMAIN.
     pub fn handle_query(
         &mut self,
         cx: &mut Cx<'_>,
         site: &Site,
         names: &dyn NameTable,
+        meta: &UdpMeta,
+        payload: &[u8],
+    ) {
+        self.query(cx, site, names, None, meta, payload)
+    }
+
+    /// A query (UDP payload) to `.1:53` from the LAN, on a node in an overlay: hostnames not in
+    /// `names` are looked up in the DHT through `hosts` (module doc); the caller then moves the
+    /// overlay along and hands the read's outcome to [`DnsServer::host_done`].
+    pub fn handle_query_with(
+        &mut self,
+        cx: &mut Cx<'_>,
+        site: &Site,
+        names: &dyn NameTable,
+        hosts: &mut dyn HostLookup,
+        meta: &UdpMeta,
+        payload: &[u8],
+    ) {
+        self.query(cx, site, names, Some(hosts), meta, payload)
+    }
+
+    fn query(
+        &mut self,
+        cx: &mut Cx<'_>,
+        site: &Site,
+        names: &dyn NameTable,
+        hosts: Option<&mut dyn HostLookup>,
         meta: &UdpMeta,
         payload: &[u8],
     ) {
@@ -435,11 +539,76 @@ impl<const PENDING: usize> DnsServer<PENDING> {
             send_to_client(cx, site, meta, query.limit(), &r);
             return;
         }
-        let (local, apex) = Self::lookup(site, names, &query.question);
+        let visible = Visible { names, hosts: hosts.as_deref().map(|h| h as &dyn HostLookup) };
+        let (local, apex) = Self::lookup(site, &visible, &query.question);
         match local {
             Local::NotOurs => self.forward(cx, site, meta, query),
+            Local::Remote(label) => match hosts {
+                Some(h) => self.park(cx, site, h, meta, query, label),
+                None => self.send_local(cx, site, meta, &query, Local::NxDomain, apex),
+            },
+            local => self.send_local(cx, site, meta, &query, local, apex),
+        }
+    }
+
+    /// Parks `q` until the DHT read of `host:<label>` ends; SERVFAIL when it cannot wait.
+    fn park(
+        &mut self,
+        cx: &mut Cx<'_>,
+        site: &Site,
+        hosts: &mut dyn HostLookup,
+        meta: &UdpMeta,
+        q: Query,
+        label: String<MAX_HOSTNAME>,
+    ) {
+        if self.parked.is_full() {
+            cx.stats.dns_dropped += 1;
+            let r = self.reply(site, &q, false, Rcode::ServFail);
+            send_to_client(cx, site, meta, q.limit(), &r);
+            return;
+        }
+        if !hosts.begin_host_lookup(cx.now, &label) {
+            cx.stats.dns_dht_failures += 1;
+            let r = self.reply(site, &q, false, Rcode::ServFail);
+            send_to_client(cx, site, meta, q.limit(), &r);
+            return;
+        }
+        cx.stats.dns_dht_lookups += 1;
+        // Not full: checked above.
+        let _ = self.parked.push(Parked { label, client: *meta, query: q, deadline: cx.now + HOST_TIMEOUT });
+    }
+
+    /// The DHT read of `host:<label>` (lowercase) ended: answers every query parked on it.
+    pub fn host_done(&mut self, cx: &mut Cx<'_>, site: &Site, label: &str, answer: HostAnswer) {
+        while let Some(i) = self.parked.iter().position(|p| p.label.as_str() == label) {
+            let p = self.parked.swap_remove(i);
+            let local = match answer {
+                HostAnswer::Found(ip) if site.params.is_vn_host(ip) => Self::address(&p.query.question, ip),
+                HostAnswer::Absent => Local::NxDomain,
+                HostAnswer::Found(_) | HostAnswer::Failed => {
+                    cx.stats.dns_dht_failures += 1;
+                    let r = self.reply(site, &p.query, false, Rcode::ServFail);
+                    send_to_client(cx, site, &p.client, p.query.limit(), &r);
+                    continue;
+                }
+            };
+            self.send_local(cx, site, &p.client, &p.query, local, Some(Self::domain(site)));
+        }
+    }
+
+    /// Sends the authoritative answer `local` (Exists or NxDomain) to `query`.
+    fn send_local(
+        &mut self,
+        cx: &mut Cx<'_>,
+        site: &Site,
+        meta: &UdpMeta,
+        query: &Query,
+        local: Local,
+        apex: Option<Name>,
+    ) {
+        match local {
             Local::Exists(data) => {
-                let mut r = self.reply(site, &query, true, Rcode::NoError);
+                let mut r = self.reply(site, query, true, Rcode::NoError);
                 for d in data {
                     let _ = r.answers.push(Record {
                         name: query.question.name.clone(),
@@ -453,8 +622,8 @@ impl<const PENDING: usize> DnsServer<PENDING> {
                 }
                 send_to_client(cx, site, meta, query.limit(), &r);
             }
-            Local::NxDomain => {
-                let mut r = self.reply(site, &query, true, Rcode::NxDomain);
+            _ => {
+                let mut r = self.reply(site, query, true, Rcode::NxDomain);
                 let _ = r.authority.push(Self::soa_at(site, apex));
                 send_to_client(cx, site, meta, query.limit(), &r);
             }
@@ -571,13 +740,25 @@ impl<const PENDING: usize> DnsServer<PENDING> {
         });
     }
 
-    /// Next deadline: the oldest forwarded query's timeout.
+    /// Next deadline: the oldest forwarded or parked query's timeout.
     pub fn poll_at(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.deadline).min()
+        self.pending.iter().map(|p| p.deadline).chain(self.parked.iter().map(|p| p.deadline)).min()
     }
 
-    /// Timers: forwarded queries the upstream left unanswered get SERVFAIL.
+    /// Queries waiting for the DHT.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Timers: forwarded queries the upstream left unanswered, and parked queries the DHT left
+    /// unanswered, get SERVFAIL.
     pub fn handle_timeout(&mut self, cx: &mut Cx<'_>, site: &Site) {
+        while let Some(i) = self.parked.iter().position(|p| p.deadline <= cx.now) {
+            let p = self.parked.swap_remove(i);
+            cx.stats.dns_dht_failures += 1;
+            let r = self.reply(site, &p.query, false, Rcode::ServFail);
+            send_to_client(cx, site, &p.client, p.query.limit(), &r);
+        }
         while let Some(i) = self.pending.iter().position(|p| p.deadline <= cx.now) {
             let p = self.pending.swap_remove(i);
             cx.stats.dns_upstream_timeouts += 1;
