@@ -1421,4 +1421,184 @@ mod tests {
         assert_eq!(parse(&a).rcode(), Rcode::Refused);
         assert_eq!(t.stats.dns_forwarded, 0);
     }
+
+    /// The overlay's side, faked: which names another node holds, which reads started.
+    struct Hosts {
+        shadow: &'static [&'static str],
+        can_start: bool,
+        begun: StdVec<std::string::String>,
+    }
+
+    impl Hosts {
+        fn new() -> Self {
+            Hosts { shadow: &[], can_start: true, begun: StdVec::new() }
+        }
+    }
+
+    impl HostLookup for Hosts {
+        fn shadowed(&self, label: &str) -> bool {
+            self.shadow.contains(&label)
+        }
+        fn begin_host_lookup(&mut self, _now: Instant, label: &str) -> bool {
+            self.begun.push(label.into());
+            self.can_start
+        }
+    }
+
+    impl T {
+        fn query_with(&mut self, names: &dyn NameTable, hosts: &mut Hosts, payload: &[u8]) -> StdVec<Out> {
+            let mut cx = Cx { now: self.now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            self.dns.handle_query_with(&mut cx, &self.site, names, hosts, &meta(), payload);
+            self.drain()
+        }
+
+        fn done(&mut self, label: &str, a: HostAnswer) -> StdVec<Out> {
+            let mut cx = Cx { now: self.now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            self.dns.host_done(&mut cx, &self.site, label, a);
+            self.drain()
+        }
+    }
+
+    #[test]
+    fn other_sites_hostnames_are_parked_and_answered_from_the_dht() {
+        let mut t = T::new(true);
+        let mut h = Hosts::new();
+        let far = Ipv4Address::new(10, 250, 44, 4);
+        // Two clients ask (one in another case, one for AAAA): one read each, both parked, no answer yet.
+        assert!(t.query_with(&LAPTOP, &mut h, &q(20, "NAS.demo.home.arpa", Type::A, Some(0))).is_empty());
+        assert!(t.query_with(&LAPTOP, &mut h, &q(21, "nas.demo.home.arpa", Type::Aaaa, None)).is_empty());
+        assert_eq!(h.begun, ["nas", "nas"], "asked in lowercase");
+        assert_eq!(t.dns.parked(), 2);
+        assert!(t.dns.poll_at().is_some_and(|d| d == t.now + HOST_TIMEOUT));
+        // Local names, C-names and ns never go to the DHT.
+        for n in ["laptop.demo.home.arpa", "C250005005.demo.home.arpa", "ns.demo.home.arpa"] {
+            assert_eq!(
+                parse(&answer(t.query_with(&LAPTOP, &mut h, &q(22, n, Type::A, None)))).rcode(),
+                Rcode::NoError
+            );
+        }
+        assert_eq!(h.begun.len(), 2);
+        // Another name's outcome answers nobody.
+        assert!(t.done("other", HostAnswer::Absent).is_empty());
+        let out = t.done("nas", HostAnswer::Found(far));
+        assert_eq!(out.len(), 2);
+        let mut by_id = out
+            .into_iter()
+            .map(|o| match o {
+                Out::Client(p) => p,
+                o => panic!("{o:?}"),
+            })
+            .collect::<StdVec<_>>();
+        by_id.sort_by_key(|p| u16::from_be_bytes([p[0], p[1]]));
+        let a = parse(&by_id[0]);
+        assert_eq!((a.id, a.rcode()), (20, Rcode::NoError));
+        assert!(a.flags.authoritative);
+        assert_eq!(only_a(&a), far);
+        assert_eq!(a.answers[0].name.as_wire(), name("NAS.demo.home.arpa").as_wire(), "the client's case");
+        assert!(a.opt.is_some(), "the client sent OPT");
+        // AAAA of an existing name: NODATA with the SOA.
+        let aaaa = parse(&by_id[1]);
+        assert_eq!((aaaa.id, aaaa.rcode()), (21, Rcode::NoError));
+        assert!(aaaa.answers.is_empty());
+        assert_soa_authority(&aaaa, "demo.home.arpa");
+        assert_eq!(t.dns.parked(), 0);
+        assert_eq!((t.stats.dns_dht_lookups, t.stats.dns_dht_failures, t.stats.dns_forwarded), (2, 0, 0));
+        // A late duplicate outcome finds nobody.
+        assert!(t.done("nas", HostAnswer::Found(far)).is_empty());
+    }
+
+    #[test]
+    fn a_quorums_absence_is_nxdomain_and_a_failed_read_servfail() {
+        let mut t = T::new(false);
+        let mut h = Hosts::new();
+        assert!(t.query_with(&NONE, &mut h, &q(30, "ghost.demo.home.arpa", Type::A, None)).is_empty());
+        let a = answer(t.done("ghost", HostAnswer::Absent));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::NxDomain);
+        assert!(r.flags.authoritative && r.answers.is_empty());
+        assert_soa_authority(&r, "demo.home.arpa");
+
+        assert!(t.query_with(&NONE, &mut h, &q(31, "ghost.demo.home.arpa", Type::A, None)).is_empty());
+        let a = answer(t.done("ghost", HostAnswer::Failed));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::ServFail);
+        assert!(!r.flags.authoritative && r.authority.is_empty());
+        // A record whose value is no VN host address is not passed on.
+        assert!(t.query_with(&NONE, &mut h, &q(32, "ghost.demo.home.arpa", Type::A, None)).is_empty());
+        let a = answer(t.done("ghost", HostAnswer::Found(Ipv4Address::new(192, 0, 2, 1))));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::ServFail);
+        assert_eq!(t.stats.dns_dht_failures, 2);
+    }
+
+    #[test]
+    fn a_silent_dht_answers_servfail_at_the_deadline() {
+        let mut t = T::new(false);
+        let mut h = Hosts::new();
+        assert!(t.query_with(&NONE, &mut h, &q(40, "slow.demo.home.arpa", Type::A, None)).is_empty());
+        t.now += HOST_TIMEOUT - Duration::from_millis(1);
+        assert!(t.timeout().is_empty());
+        t.now += Duration::from_millis(1);
+        let a = answer(t.timeout());
+        let r = parse(&a);
+        assert_eq!((r.id, r.rcode()), (40, Rcode::ServFail));
+        assert_eq!(t.dns.poll_at(), None);
+        assert_eq!(t.stats.dns_dht_failures, 1);
+        // The read's late outcome is dropped.
+        assert!(t.done("slow", HostAnswer::Found(CLIENT)).is_empty());
+    }
+
+    #[test]
+    fn a_full_table_or_a_read_that_cannot_start_answers_servfail() {
+        let mut t = T::new(false);
+        let mut h = Hosts::new();
+        for id in 0..2 {
+            assert!(t.query_with(&NONE, &mut h, &q(id, "a.demo.home.arpa", Type::A, None)).is_empty());
+        }
+        let a = answer(t.query_with(&NONE, &mut h, &q(2, "b.demo.home.arpa", Type::A, None)));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::ServFail);
+        assert_eq!(t.stats.dns_dropped, 1);
+        assert_eq!(h.begun.len(), 2, "no read for a query that cannot wait");
+
+        let mut t = T::new(false);
+        let mut h = Hosts { can_start: false, ..Hosts::new() };
+        let a = answer(t.query_with(&NONE, &mut h, &q(3, "a.demo.home.arpa", Type::A, None)));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::ServFail);
+        assert_eq!((t.dns.parked(), t.stats.dns_dht_failures), (0, 1));
+    }
+
+    #[test]
+    fn a_name_another_node_holds_is_not_answered_locally() {
+        let mut t = T::new(false);
+        let mut h = Hosts { shadow: &["laptop"], ..Hosts::new() };
+        // Forward: the DHT answers, not the local table.
+        assert!(t.query_with(&LAPTOP, &mut h, &q(50, "laptop.demo.home.arpa", Type::A, None)).is_empty());
+        assert_eq!(h.begun, ["laptop"]);
+        let winner = Ipv4Address::new(10, 250, 60, 6);
+        assert_eq!(only_a(&parse(&answer(t.done("laptop", HostAnswer::Found(winner))))), winner);
+        // Reverse: the loser's address has its IP-derived name.
+        let a = answer(t.query_with(&LAPTOP, &mut h, Q_PTR));
+        let r = parse(&a);
+        assert_eq!(r.answers[0].data, RData::Ptr(name("C250005005.demo.home.arpa")));
+        // Names nobody shadows still answer locally.
+        let a = answer(t.query_with(&LAPTOP, &mut h, &q(51, "printer.demo.home.arpa", Type::A, None)));
+        assert_eq!(only_a(&parse(&a)), Ipv4Address::new(10, 250, 9, 9));
+    }
+
+    #[test]
+    fn without_an_overlay_unknown_hostnames_stay_nxdomain() {
+        let mut t = T::new(false);
+        let a = answer(t.query(&NONE, &q(60, "nas.demo.home.arpa", Type::A, None)));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::NxDomain);
+        assert_eq!((t.dns.parked(), t.stats.dns_dht_lookups), (0, 0));
+        // Labels that are no hostname are NXDOMAIN even with an overlay, without a read.
+        let mut h = Hosts::new();
+        let a = answer(t.query_with(&NONE, &mut h, &q(61, "_x.demo.home.arpa", Type::A, None)));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::NxDomain);
+        assert!(h.begun.is_empty());
+    }
 }
