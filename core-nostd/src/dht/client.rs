@@ -581,9 +581,11 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             Req::Read => Ok(if kind == Kind::Bcast {
                 Outcome::Members(op.members.clone())
             } else {
+                // A tombstone (an Absent reply's floor) at or above the best record's generation
+                // means the owner deleted it after that replica's copy: the key is absent.
                 match &op.best {
-                    Some(r) => Outcome::Found(r.clone()),
-                    None => Outcome::Absent,
+                    Some(r) if r.gen > op.floor => Outcome::Found(r.clone()),
+                    _ => Outcome::Absent,
                 }
             }),
         };
@@ -603,7 +605,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
                         rid: rollback_rid,
                         key: op.key,
                         kind: op.kind,
-                        op: WriteOp::Delete { gen: op.gen },
+                        op: WriteOp::Rollback { gen: op.gen },
                     });
                     (io.out)(*to, m);
                 }

@@ -105,7 +105,8 @@ pub enum WriteOp {
         /// Time to live (ms).
         ttl_ms: u32,
     },
-    /// Remove our record at `gen`.
+    /// Remove our record at `gen`, leaving a tombstone at `gen + 1` for the longest TTL, so a read
+    /// quorum that meets a replica which missed the delete still answers Absent.
     Delete {
         /// Our generation.
         gen: u64,
@@ -116,6 +117,12 @@ pub enum WriteOp {
         value: MemberValue,
         /// Time to live (ms).
         ttl_ms: u32,
+    },
+    /// Undo our partial Create at `gen` (an attempt that fell short of `W`). Unlike Delete it leaves
+    /// no tombstone: the key reads as whatever the other replicas hold.
+    Rollback {
+        /// The failed attempt's generation.
+        gen: u64,
     },
 }
 
@@ -403,6 +410,7 @@ mod tests {
         );
         golden(w(WriteOp::Delete { gen: 128 }), &cat(&[&head, &[0x03, 0x80, 0x01]]));
         golden(w(WriteOp::Append { value: v(b"m"), ttl_ms: 0 }), &cat(&[&head, &[0x04, 0x01, b'm', 0x00]]));
+        golden(w(WriteOp::Rollback { gen: 5 }), &cat(&[&head, &[0x05, 0x05]]));
     }
 
     #[test]

@@ -53,6 +53,10 @@ struct Slot {
     floor: u64,
     /// Bumped on every change, so a parked write sees whether the key moved under it.
     version: u64,
+    /// The owner deleted its record at `tomb - 1`: reads answer Absent with this floor until
+    /// `tomb_expires` (0: no tombstone).
+    tomb: u64,
+    tomb_expires: Option<Instant>,
     entries: Vec<Entry>,
     members: Vec<Member>,
 }
@@ -244,9 +248,12 @@ impl Storage {
         let max_ttl = self.max_ttl;
         let new_slot = !self.slots.contains_key(&w.key);
         if new_slot {
-            if !matches!(w.op, WriteOp::Create { .. } | WriteOp::Append { ttl_ms: 1.., .. }) {
+            if !matches!(
+                w.op,
+                WriteOp::Create { .. } | WriteOp::Append { ttl_ms: 1.., .. } | WriteOp::Delete { .. }
+            ) {
                 let r = match w.op {
-                    WriteOp::Delete { .. } => WriteResult::Accepted { gen: 0 },
+                    WriteOp::Rollback { .. } => WriteResult::Accepted { gen: 0 },
                     WriteOp::Append { .. } => WriteResult::Accepted { gen: 0 },
                     _ => WriteResult::Mismatch { current: None },
                 };
@@ -345,6 +352,21 @@ impl Storage {
                 }
             }
             WriteOp::Delete { gen } => {
+                // Also accepted where the record never arrived: the tombstone is what matters there.
+                if mine == Some(*gen) || mine.is_none() {
+                    slot.entries.clear();
+                    let tomb = gen.saturating_add(1);
+                    slot.floor = slot.floor.max(tomb);
+                    if tomb >= slot.tomb {
+                        slot.tomb = tomb;
+                        slot.tomb_expires = Some(now + max_ttl);
+                    }
+                    WriteResult::Accepted { gen: *gen }
+                } else {
+                    WriteResult::Mismatch { current: mine.map(|gen| Stamp { owner: *from, gen }) }
+                }
+            }
+            WriteOp::Rollback { gen } => {
                 if mine == Some(*gen) || (mine.is_none() && slot.floor >= *gen) {
                     slot.entries.clear();
                     WriteResult::Accepted { gen: *gen }
@@ -383,7 +405,14 @@ impl Storage {
                     } else {
                         match slot.primary() {
                             Some(e) => ReadResult::Found(view(cx.now, e)),
-                            None => ReadResult::Absent { floor: slot.floor },
+                            // Only an owner's delete (a live tombstone) may outvote a stale copy.
+                            None => ReadResult::Absent {
+                                floor: if slot.tomb_expires.is_some_and(|t| t > cx.now) {
+                                    slot.tomb
+                                } else {
+                                    0
+                                },
+                            },
                         }
                     }
                 }
