@@ -308,6 +308,10 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                 if crate::bcast::allowlist(&self.site, o.bcast().groups(), dst_mac, packet)
                     == crate::bcast::Verdict::Forward
                 {
+                    if !self.arp.serving() {
+                        self.stats.stopped_drops += 1;
+                        return;
+                    }
                     let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
                     crate::bcast::send(&mut cx, &self.site, o, src_mac, dst_mac, packet);
                     return;
