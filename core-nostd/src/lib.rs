@@ -18,6 +18,7 @@ extern crate alloc;
 mod fmt;
 
 pub mod arp;
+pub mod bcast;
 pub mod config;
 pub mod dhcp;
 pub mod dht;

@@ -91,6 +91,13 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         self.overlay.as_ref()
     }
 
+    /// Opts in to multicast groups carried to the other sites (none by default; e.g.
+    /// [`crate::bcast::MDNS`]). Returns false without an overlay or when some beyond
+    /// [`crate::bcast::GROUPS`] were left out.
+    pub fn set_bcast_groups(&mut self, groups: &[crate::bcast::Group]) -> bool {
+        self.overlay.as_mut().is_some_and(|o| o.bcast_mut().set_groups(groups))
+    }
+
     fn serves_lan(&self) -> bool {
         self.overlay.as_ref().is_none_or(|o| o.lan())
     }
@@ -294,6 +301,23 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         let for_service = self.site.params.is_service_addr(dst);
         let broadcast = dst == Ipv4Address::BROADCAST || dst == self.site.params.broadcast();
         let body = &ip.payload()[..repr.payload_len.min(ip.payload().len())];
+        if broadcast || dst.is_multicast() {
+            if let Some(o) = self.overlay.as_mut() {
+                let len = usize::from(ip.total_len()).min(payload.len());
+                let packet = &payload[..len];
+                if crate::bcast::allowlist(&self.site, o.bcast().groups(), dst_mac, packet)
+                    == crate::bcast::Verdict::Forward
+                {
+                    if !self.arp.serving() {
+                        self.stats.stopped_drops += 1;
+                        return;
+                    }
+                    let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+                    crate::bcast::send(&mut cx, &self.site, o, src_mac, dst_mac, packet);
+                    return;
+                }
+            }
+        }
         match repr.next_header {
             IpProtocol::Udp if for_service || broadcast => {
                 let Ok((src_port, dst_port, udp_payload)) = wire::parse_udp(src, dst, body) else {
@@ -476,10 +500,14 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             o.unknown_sender(&mut cx, from);
             return;
         };
-        let Ok((_, frame)) = encap::decapsulate(datagram) else {
+        let Ok((header, frame)) = encap::decapsulate(datagram) else {
             cx.stats.malformed += 1;
             return;
         };
+        if header.flags.contains(wire::overlay::Flags::BROADCAST) {
+            crate::bcast::deliver(&mut cx, &self.site, o, sender, frame);
+            return;
+        }
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             cx.stats.malformed += 1;
             return;

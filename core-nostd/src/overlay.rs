@@ -49,6 +49,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::Ipv4Address;
 
 use crate::arp::{RemoteRoute, RemoteRoutes, TokenBucket};
+use crate::bcast::Bcast;
 use crate::config::Site;
 use crate::dhcp::{Allocator, MAX_HOSTNAME};
 use crate::dht::{self, Dht, Key, Kind, OpError, OpId, OpResult, Outcome};
@@ -308,6 +309,7 @@ pub struct Overlay {
     route_done: Vec<RouteDone, 8>,
     names: Vec<HostName, HOST_NAMES>,
     host_done: Vec<(HostLabel, HostAnswer), HOST_DONE>,
+    bcast: Bcast,
 }
 
 impl Overlay {
@@ -355,6 +357,7 @@ impl Overlay {
             route_done: Vec::new(),
             names: Vec::new(),
             host_done: Vec::new(),
+            bcast: Bcast::new(seed.rotate_left(17)),
         }
     }
 
@@ -853,6 +856,10 @@ impl Overlay {
     }
 
     fn on_result(&mut self, cx: &mut Cx<'_>, r: OpResult) {
+        if self.bcast.on_result(&self.me, &r) {
+            self.bcast_meet(cx);
+            return;
+        }
         let Some(i) = self.ops.iter().position(|(op, _)| *op == r.op) else { return };
         let (_, purpose) = self.ops.swap_remove(i);
         match purpose {
@@ -922,6 +929,7 @@ impl Overlay {
     /// Moves the DHT's messages, results and events along; refills the pool.
     pub fn pump_with(&mut self, cx: &mut Cx<'_>, site: &Site) {
         self.maybe_start_dht(cx);
+        self.bcast_refresh(cx);
         self.pump(cx);
         self.refill(cx, site);
         self.retry_names(cx);
@@ -1005,10 +1013,72 @@ impl Overlay {
                 _ => None,
             })
             .min();
-        [self.dht.poll_at(), self.peers.poll_at(), self.next_hello, Some(self.next_gossip), settle, names]
-            .into_iter()
-            .flatten()
-            .min()
+        let bcast = self.bcast.poll_at().filter(|_| self.dht_started);
+        [
+            self.dht.poll_at(),
+            self.peers.poll_at(),
+            self.next_hello,
+            Some(self.next_gossip),
+            settle,
+            names,
+            bcast,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// Broadcast glue (the logic is in [`crate::bcast`]).
+impl Overlay {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// The broadcast state.
+    pub fn bcast(&self) -> &Bcast {
+        &self.bcast
+    }
+
+    /// The broadcast state, mutable (groups, buckets, windows).
+    pub fn bcast_mut(&mut self) -> &mut Bcast {
+        &mut self.bcast
+    }
+
+    /// When due: our member record in `bcast` (routers with an advertised endpoint) and a read of
+    /// the set. An op that cannot start now is tried at the next refresh.
+    fn bcast_refresh(&mut self, cx: &mut Cx<'_>) {
+        if !self.dht_started || !self.bcast.refresh_due(cx.now) {
+            return;
+        }
+        let key = self.dht.key(Kind::Bcast, b"");
+        let mut ops: Vec<OpId, 2> = Vec::new();
+        let mut c = [0u8; 19];
+        let n = self.contact(&mut c);
+        if self.lan && n > 0 {
+            if let Ok(op) = self.dht.append(cx.now, key, &c[..n], crate::bcast::MEMBER_TTL) {
+                let _ = ops.push(op);
+            }
+        }
+        if let Ok(op) = self.dht.read(cx.now, key, Kind::Bcast) {
+            let _ = ops.push(op);
+        }
+        self.bcast.refreshed(cx.now, &ops);
+    }
+
+    /// Introduce ourselves to the members we have no session with, so their copies are accepted.
+    fn bcast_meet(&mut self, cx: &mut Cx<'_>) {
+        let mut new: Vec<(NodeId, SocketAddr), { dht::BCAST_MAX }> = Vec::new();
+        for &(id, ep) in self.bcast.members() {
+            if self.peers.get(&id).is_none() {
+                let _ = new.push((id, ep));
+            }
+        }
+        for (id, ep) in new {
+            let _ = self.peers.insert(cx, id, ep);
+            self.hello_to(cx, id, ep);
+        }
     }
 }
 

@@ -77,11 +77,23 @@ pub struct Stats {
     pub overlay_dst_unknown: u64,
     /// LAN frames dropped at the VN MTU (too big; an ICMP error may have been sent).
     pub overlay_too_big: u64,
+    /// Broadcast copies queued to other sites (one per member).
+    pub bcast_tx_frames: u64,
+    /// Broadcasts from other sites delivered on the LAN.
+    pub bcast_rx_frames: u64,
+    /// Broadcasts dropped because their source MAC exceeded its rate.
+    pub bcast_rate_limited: u64,
+    /// Broadcasts received again (same origin and sequence) and dropped.
+    pub bcast_duplicates: u64,
+    /// Broadcasts sent to only [`crate::bcast::FANOUT`] of more members.
+    pub bcast_fanout_capped: u64,
+    /// Broadcasts dropped because no other member is known.
+    pub bcast_no_members: u64,
 }
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 36] {
+    pub fn fields(&self) -> [(&'static str, u64); 42] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -119,6 +131,12 @@ impl Stats {
             ("overlay_src_invalid", self.overlay_src_invalid),
             ("overlay_dst_unknown", self.overlay_dst_unknown),
             ("overlay_too_big", self.overlay_too_big),
+            ("bcast_tx_frames", self.bcast_tx_frames),
+            ("bcast_rx_frames", self.bcast_rx_frames),
+            ("bcast_rate_limited", self.bcast_rate_limited),
+            ("bcast_duplicates", self.bcast_duplicates),
+            ("bcast_fanout_capped", self.bcast_fanout_capped),
+            ("bcast_no_members", self.bcast_no_members),
         ]
     }
 }

@@ -632,3 +632,155 @@ fn set_ciaddr(frame: &mut [u8], ip: Ipv4Address) {
     DhcpPacket::new_unchecked(udp.payload_mut()).set_client_ip(ip);
     udp.fill_checksum(&src.into(), &dst.into());
 }
+
+/// A UDP frame from `mac`/`src` to `dst_mac`/`dst`:9999 carrying `payload`.
+fn udp_frame(
+    mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut buf = [0u8; 600];
+    let f = UdpFrame { src_mac: mac, dst_mac, src_ip: src, dst_ip: dst, src_port: 5000, dst_port: 9999 };
+    let n = f
+        .emit(&mut buf, 500, |p| {
+            p[..payload.len()].copy_from_slice(payload);
+            Some(payload.len())
+        })
+        .unwrap();
+    buf[..n].to_vec()
+}
+
+/// (dst mac, src mac, src ip, dst ip, dst port, payload) of a UDP frame, checksums verified.
+type UdpSeen = (EthernetAddress, EthernetAddress, Ipv4Address, Ipv4Address, u16, Vec<u8>);
+
+fn udp_of(frame: &[u8]) -> Option<UdpSeen> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if !ip.verify_checksum() || ip.next_header() != IpProtocol::Udp {
+        return None;
+    }
+    let (_, dport, payload) = parse_udp(ip.src_addr(), ip.dst_addr(), ip.payload()).ok()?;
+    Some((eth.dst_addr(), eth.src_addr(), ip.src_addr(), ip.dst_addr(), dport, payload.to_vec()))
+}
+
+/// Frames on node `i`'s LAN so far (consumed) whose UDP payload is `payload`.
+fn take_udp(net: &mut Net, i: usize, payload: &[u8]) -> Vec<UdpSeen> {
+    let (hit, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut net.lan_out[i])
+        .into_iter()
+        .partition(|f| udp_of(f).is_some_and(|u| u.5 == payload));
+    net.lan_out[i] = rest;
+    hit.iter().filter_map(|f| udp_of(f)).collect()
+}
+
+#[test]
+fn broadcasts_cross_sites_once_through_the_allowlist() {
+    for seed in [0xbca5, 1] {
+        big_stack(move || broadcasts(seed));
+    }
+}
+
+fn broadcasts(seed: u64) {
+    let mut net = Net::new(seed, 0);
+    net.run(Duration::from_secs(15));
+    let ip_a = dora(&mut net, 0, MAC_A);
+    let _ip_b = dora(&mut net, 1, MAC_B);
+    // Both routers appended themselves to `bcast` and read each other back.
+    for _ in 0..400 {
+        if (0..2).all(|i| !net.nodes[i].overlay().unwrap().bcast().members().is_empty()) {
+            break;
+        }
+        net.run(Duration::from_millis(100));
+    }
+    for i in 0..2 {
+        let members = net.nodes[i].overlay().unwrap().bcast().members();
+        let other = net.nodes[1 - i].overlay().unwrap().id();
+        assert_eq!(members.iter().map(|m| m.0).collect::<Vec<_>>(), vec![other], "router {i}'s members");
+    }
+    let router_mac = net.nodes[0].site().router_mac;
+    let subnet_bcast = Ipv4Address::new(10, 250, 255, 255);
+
+    // The first may be dropped at B while it reads who owns A's address; retry until one passes.
+    let mut crossed = false;
+    for k in 0..6u8 {
+        let payload = [b'w', k];
+        net.lan(0, &udp_frame(MAC_A, EthernetAddress::BROADCAST, ip_a, subnet_bcast, &payload));
+        net.run(Duration::from_millis(500));
+        if !take_udp(&mut net, 1, &payload).is_empty() {
+            crossed = true;
+            break;
+        }
+    }
+    assert!(crossed, "a broadcast reached B");
+
+    // A broadcast arrives exactly once, as a broadcast with the router MAC as source, even when the
+    // network duplicates its data message.
+    let (tx, rx, dup) = {
+        let s = (net.nodes[0].stats(), net.nodes[1].stats());
+        (s.0.bcast_tx_frames, s.1.bcast_rx_frames, s.1.bcast_duplicates)
+    };
+    net.lan(0, &udp_frame(MAC_A, EthernetAddress::BROADCAST, ip_a, subnet_bcast, b"hello B"));
+    assert_eq!(net.nodes[0].stats().bcast_tx_frames, tx + 1, "one copy: B is the only other member");
+    let copies: Vec<_> = net
+        .wire
+        .iter()
+        .filter(|(_, (to, _, b))| *to == 1 && b[1] & 0x02 != 0)
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    assert_eq!(copies.len(), 1);
+    let ((at, _), v) = copies[0].clone();
+    net.wire.insert((at + 1000, u64::MAX), v);
+    net.run(Duration::from_secs(1));
+    let seen = take_udp(&mut net, 1, b"hello B");
+    assert_eq!(seen.len(), 1, "delivered once: {seen:?}");
+    let (dst_mac, src_mac, src, dst, dport, _) = seen[0].clone();
+    assert_eq!(
+        (dst_mac, src_mac, src, dst, dport),
+        (EthernetAddress::BROADCAST, router_mac, ip_a, subnet_bcast, 9999)
+    );
+    assert_eq!(net.nodes[1].stats().bcast_rx_frames, rx + 1);
+    assert_eq!(net.nodes[1].stats().bcast_duplicates, dup + 1);
+    assert!(take_udp(&mut net, 0, b"hello B").is_empty(), "not echoed back to A's LAN");
+    // The limited broadcast crosses too.
+    net.lan(0, &udp_frame(MAC_A, EthernetAddress::BROADCAST, ip_a, Ipv4Address::BROADCAST, b"limited"));
+    net.run(Duration::from_secs(1));
+    assert_eq!(take_udp(&mut net, 1, b"limited").len(), 1);
+
+    // A DHCP broadcast and an IPv6 multicast stay at A; so does mDNS, which nobody opted in to.
+    let tx = net.nodes[0].stats().bcast_tx_frames;
+    let v6 = net.nodes[0].stats().ipv6_dropped;
+    let mac_c = EthernetAddress([0x02, 0xcc, 0, 0, 0, 9]);
+    net.lan(0, &dhcp_frame(mac_c, DhcpMessageType::Discover, None, None));
+    let mut ipv6 = vec![0u8; 14 + 48];
+    ipv6[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    ipv6[6..12].copy_from_slice(&MAC_A.0);
+    ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    ipv6[14] = 0x60; // version 6; payload length 8, next header UDP, hop limit 1, ff02::1
+    ipv6[18..22].copy_from_slice(&[0, 8, 17, 1]);
+    ipv6[38..40].copy_from_slice(&[0xff, 0x02]);
+    ipv6[53] = 1;
+    net.lan(0, &ipv6);
+    let mdns_mac = EthernetAddress([0x01, 0x00, 0x5e, 0, 0, 0xfb]);
+    net.lan(0, &udp_frame(MAC_A, mdns_mac, ip_a, Ipv4Address::new(224, 0, 0, 251), b"mdns"));
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.nodes[0].stats().bcast_tx_frames, tx, "nothing fanned out");
+    assert_eq!(net.nodes[0].stats().ipv6_dropped, v6 + 1);
+    let dhcp_at_b = net.lan_out[1].iter().filter_map(|f| udp_of(f)).filter(|u| u.4 == 67).count();
+    assert_eq!(dhcp_at_b, 0, "no DHCP crossed");
+    assert!(take_udp(&mut net, 1, b"mdns").is_empty());
+
+    // A flood from one MAC is cut at the burst; the rest is dropped and counted.
+    let limited = net.nodes[0].stats().bcast_rate_limited;
+    for k in 0..100u8 {
+        net.lan(0, &udp_frame(MAC_A, EthernetAddress::BROADCAST, ip_a, subnet_bcast, &[b'f', k]));
+    }
+    net.run(Duration::from_secs(1));
+    let arrived = (0..100u8).map(|k| take_udp(&mut net, 1, &[b'f', k]).len()).sum::<usize>();
+    let cut = net.nodes[0].stats().bcast_rate_limited - limited;
+    assert!(arrived <= vn_core::bcast::RATE_BURST as usize && arrived >= 10, "{arrived} arrived");
+    assert_eq!(arrived as u64 + cut, 100, "every frame either crossed or was counted");
+}

@@ -1,5 +1,5 @@
 //! Fuzz entry point for the overlay socket's input and the encap helpers: RFC 7983 classification,
-//! data message parse -> emit -> re-parse, decapsulate/encapsulate, MSS clamping and ICMP
+//! data message parse -> emit -> re-parse (and a broadcast message's tag), decapsulate/encapsulate, MSS clamping and ICMP
 //! fragmentation-needed on arbitrary bytes.
 
 use smoltcp::wire::{
@@ -7,7 +7,7 @@ use smoltcp::wire::{
 };
 
 use crate::encap::{clamp_mss, decapsulate, encapsulate, frag_needed_frame};
-use crate::wire::overlay::{classify, Class, DataRepr, Flags, MessageType, Packet};
+use crate::wire::overlay::{classify, BcastTag, Class, DataRepr, Flags, MessageType, Packet, BCAST_TAG_LEN};
 
 const BUF: usize = 2048;
 
@@ -16,6 +16,29 @@ fn tcp_checksum_ok(ip: &[u8]) -> Option<bool> {
     let p = Ipv4Packet::new_checked(ip).ok()?;
     let tcp = TcpPacket::new_checked(p.payload()).ok()?;
     Some(tcp.verify_checksum(&IpAddress::Ipv4(p.src_addr()), &IpAddress::Ipv4(p.dst_addr())))
+}
+
+/// A broadcast message's tag: parse -> emit -> re-parse, and re-encapsulation gives the same bytes
+/// (but the reserved bytes and the AEAD tag, written as zero).
+fn bcast_round_trip(r: &DataRepr, payload: &[u8], data: &[u8]) {
+    let Ok((tag, frame)) = BcastTag::parse(payload) else {
+        assert!(payload.len() < BCAST_TAG_LEN);
+        return;
+    };
+    let mut head = [0u8; BCAST_TAG_LEN];
+    tag.emit(&mut head).expect("the tag fits its length");
+    assert_eq!(&head[..], &payload[..BCAST_TAG_LEN]);
+    assert_eq!(BcastTag::parse(&head), Ok((tag, &[][..])));
+    let mut buf = [0u8; BUF];
+    match crate::bcast::encapsulate(&tag, frame, r.receiver, r.counter, &mut buf) {
+        Ok(n) => {
+            assert_eq!(n, data.len());
+            let (again, p2) = decapsulate(&buf[..n]).expect("our own message decapsulates");
+            assert!(again.flags.contains(Flags::BROADCAST));
+            assert_eq!(p2, payload);
+        }
+        Err(_) => assert!(frame.len() < 14 || frame.len() > crate::bcast::MAX_BCAST_FRAME),
+    }
 }
 
 /// Fuzz entry point (see the module doc).
@@ -54,6 +77,9 @@ pub fn overlay(data: &[u8]) {
                 let plain = r.flags == Flags::NONE && data[2..4] == [0, 0] && p.tag().iter().all(|&b| b == 0);
                 if plain {
                     assert_eq!(&buf[..n], data);
+                }
+                if r.flags.contains(Flags::BROADCAST) {
+                    bcast_round_trip(&r, frame, data);
                 }
             }
         }
