@@ -130,8 +130,10 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         }
         let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
         for (ip, change) in changes {
-            // The lease's hostname as the DHCP server registered it (first wins at this site).
+            // The lease's hostname as the DHCP server registered it (first wins at this site); an
+            // address the admin named keeps the admin's name.
             match self.dhcp.name_of(ip).filter(|_| change == Some(true)) {
+                _ if self.admin.named(ip) => {}
                 Some(name) => o.register_name(&mut cx, name, ip, NameSource::Lease),
                 None => o.unregister_ip(&mut cx, ip),
             }

@@ -210,6 +210,11 @@ impl Admin {
         let _ = self.done.push_back((id, r));
     }
 
+    /// Whether `ip` is reserved with an admin name.
+    pub(super) fn named(&self, ip: Ipv4Address) -> bool {
+        self.table.iter().any(|e| e.res.ip == ip && e.res.name.is_some())
+    }
+
     fn next_id(&mut self) -> CommandId {
         self.next = self.next.wrapping_add(1);
         CommandId(self.next)
@@ -422,4 +427,100 @@ pub(super) fn with_reservations<'a>(
     client: EthernetAddress,
 ) -> Reserved<'a> {
     Reserved { inner, table: &admin.table, client }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NamespaceParams, Site};
+    use smoltcp::wire::Ipv4Cidr;
+
+    fn node() -> crate::node::DefaultNode {
+        let params =
+            NamespaceParams::new([9; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16))
+                .unwrap();
+        Node::new(Site::new(params).unwrap(), 7)
+    }
+
+    #[test]
+    fn keys_parse_from_their_text_forms() {
+        let (k, n) = parse_key("ip:10.250.1.5").unwrap();
+        assert_eq!((k, &n[..]), (Kind::Ip, &[10, 250, 1, 5][..]));
+        let (k, n) = parse_key("host:Printer").unwrap();
+        assert_eq!((k, &n[..]), (Kind::Host, &b"printer"[..]));
+        let hex = "0a".repeat(32);
+        let (k, n) = parse_key(&std::format!("node:{hex}")).unwrap();
+        assert_eq!((k, &n[..]), (Kind::Node, &[0x0a; 32][..]));
+        for bad in ["ip:10.250.1", "host:-x", "host:", "node:0a", "node:zz", "mac:x", "10.250.1.5", ""] {
+            assert_eq!(parse_key(bad), Err(CommandError::BadKey), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e =
+            CommandError::Dht(OpError::Conflict(crate::dht::Stamp { owner: crate::NodeId([1; 32]), gen: 4 }));
+        let s = std::format!("{e}");
+        assert!(s.contains("generation 4") && s.contains("choose another address"), "{s}");
+        assert!(std::format!("{}", CommandError::InUse).contains("wait until the lease ends"));
+    }
+
+    #[test]
+    fn a_local_reservation_is_done_at_once_and_checked() {
+        let mut n = node();
+        let now = Instant::from_secs(1);
+        let ip = Ipv4Address::new(10, 250, 1, 5);
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
+        let res = Reservation { ip, pin: true, name: None, mac: Some(mac) };
+        let id = n.command(now, Command::Reserve(res.clone())).unwrap();
+        assert_eq!(n.poll_command(), Some((id, Ok(CommandOutput::Reserved { ip, gen: None }))));
+        assert_eq!(n.poll_command(), None);
+        // One address per MAC; names need the DHT; broadcast MACs and service addresses are refused.
+        let other = Reservation { ip: Ipv4Address::new(10, 250, 1, 6), ..res.clone() };
+        assert_eq!(n.command(now, Command::Reserve(other)), Err(CommandError::MacTaken));
+        let named = Reservation { name: Some("x".try_into().unwrap()), ..res.clone() };
+        assert_eq!(n.command(now, Command::Reserve(named)), Err(CommandError::NoOverlay));
+        let bcast = Reservation { mac: Some(EthernetAddress::BROADCAST), ..res.clone() };
+        assert_eq!(n.command(now, Command::Reserve(bcast)), Err(CommandError::BadMac));
+        let gw = Reservation { ip: Ipv4Address::new(10, 250, 0, 2), mac: None, ..res.clone() };
+        assert_eq!(n.command(now, Command::Reserve(gw)), Err(CommandError::ServiceAddress));
+        let get = Command::DhtGet { kind: Kind::Ip, name: Vec::new() };
+        assert_eq!(n.command(now, get), Err(CommandError::NoOverlay));
+        assert_eq!(n.reservations(now).collect::<std::vec::Vec<_>>(), std::vec![(&res, true)]);
+    }
+
+    struct Pool(std::vec::Vec<Ipv4Address>);
+    impl Allocator for Pool {
+        fn owns(&self, ip: Ipv4Address) -> bool {
+            self.0.contains(&ip)
+        }
+        fn candidates(&self) -> u32 {
+            self.0.len() as u32
+        }
+        fn candidate(&self, i: u32) -> Option<Ipv4Address> {
+            self.0.get(i as usize).copied()
+        }
+    }
+
+    #[test]
+    fn dhcp_sees_a_reserved_address_only_for_its_mac() {
+        let ip = |d| Ipv4Address::new(10, 250, 1, d);
+        let pool = Pool(std::vec![ip(3), ip(4)]);
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
+        let mut admin = Admin::default();
+        let res = Reservation { ip: ip(4), pin: false, name: None, mac: Some(mac) };
+        admin.table.push(Entry { res, held: true }).unwrap();
+        let other = with_reservations(&admin, &pool, EthernetAddress([2, 0, 0, 0, 0, 2]));
+        assert!(!other.owns(ip(4)) && other.owns(ip(3)));
+        for h in 0..4 {
+            assert_eq!(other.pick(h, 8, &mut |_| true), Some(ip(3)));
+        }
+        let mine = with_reservations(&admin, &pool, mac);
+        assert!(mine.owns(ip(4)) && !mine.owns(ip(3)), "the reserved host gets exactly its address");
+        assert_eq!(mine.pick(0, 8, &mut |_| true), Some(ip(4)));
+        assert_eq!(mine.pick(0, 8, &mut |_| false), None);
+        admin.table[0].held = false;
+        let mine = with_reservations(&admin, &pool, mac);
+        assert_eq!(mine.pick(0, 8, &mut |_| true), None, "not ours yet: nothing offered");
+    }
 }
