@@ -25,6 +25,8 @@ use crate::rand::Rng;
 use crate::stats::Stats;
 use crate::wire::{self, UdpMeta, ETHERTYPE_RARP};
 
+pub mod command;
+
 /// DHCP server port.
 const DHCP_SERVER_PORT: u16 = 67;
 /// DNS port.
@@ -51,6 +53,7 @@ pub struct Node<
     started: bool,
     overlay: Option<Overlay>,
     pmtu: PmtuGuard,
+    admin: command::Admin,
 }
 
 /// The defaults: 64 leases, 256 hosts, 32 DNS queries, 16 outputs, 32 events (about 26 KiB of queue).
@@ -73,6 +76,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             started: false,
             overlay: None,
             pmtu: PmtuGuard::new(),
+            admin: command::Admin::default(),
         }
     }
 
@@ -112,6 +116,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         while let Some((label, answer)) = o.take_host_done() {
             self.dns.host_done(&mut cx, &self.site, &label, answer);
         }
+        self.drain_commands(now);
     }
 
     /// Tells the overlay about leases granted and ended since event `from`.
@@ -132,8 +137,10 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         }
         let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
         for (ip, change) in changes {
-            // The lease's hostname as the DHCP server registered it (first wins at this site).
+            // The lease's hostname as the DHCP server registered it (first wins at this site); an
+            // address the admin named keeps the admin's name.
             match self.dhcp.name_of(ip).filter(|_| change == Some(true)) {
+                _ if self.admin.named(ip) => {}
                 Some(name) => o.register_name(&mut cx, name, ip, NameSource::Lease),
                 None => o.unregister_ip(&mut cx, ip),
             }
@@ -330,6 +337,9 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                     return;
                 }
                 let events_before = self.out.events.len();
+                if dst_port == DHCP_SERVER_PORT {
+                    self.refresh_reservations(now);
+                }
                 let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
                 let (site, dhcp, dns) = (&self.site, &mut self.dhcp, &mut self.dns);
                 match dst_port {
@@ -339,7 +349,9 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                             Some(o) => o.allocator(now),
                             None => &mut self.pool,
                         };
-                        dhcp.handle(&mut cx, site, alloc, &meta, udp_payload);
+                        let client = command::chaddr(udp_payload).unwrap_or(src_mac);
+                        let mut alloc = command::with_reservations(&self.admin, alloc, client);
+                        dhcp.handle(&mut cx, site, &mut alloc, &meta, udp_payload);
                         // A lease granted to a host on this LAN teaches the MAC->IP index at once
                         // (before the host sends anything from its new address).
                         for ev in self.out.events.iter().skip(events_before) {

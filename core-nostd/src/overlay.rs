@@ -32,8 +32,12 @@
 //!   [`crate::dns::HostLookup::shadowed`] tells DNS not to answer it from the local table, so every
 //!   site answers the winner's address. A Create that fails otherwise (no quorum) is retried the same
 //!   way and the local table keeps answering meanwhile. [`NameSource::Admin`] is the hook for hostctl
-//!   reservations: locally an admin name replaces a lease's of the same name; taking it over from
-//!   another node (a Transfer by the admin) is not built. Reads for DNS ([`Overlay`]'s
+//!   reservations: locally an admin name replaces a lease's of the same name (our own lease record is
+//!   deleted and the admin's created: delete + create, no Transfer needed between our own records), and
+//!   DNS answers it from the DHT, never from a lease's local entry. Taking it over from another node's
+//!   lease is not built (a Transfer needs that owner): the admin's Create is then refused, the name
+//!   counts as lost here and is retried every [`HOST_RETRY`] until that lease's record ends.
+//!   Admin reads and reserved addresses: see [`admin`]. Reads for DNS ([`Overlay`]'s
 //!   [`crate::dns::HostLookup`]) share one DHT read per name in flight; their outcomes are handed out by
 //!   [`Overlay::take_host_done`]. A `host:` record is not bound to its owner's `node:` record: a dead
 //!   router's names lapse after [`HOST_TTL`].
@@ -58,6 +62,9 @@ use crate::id::NodeId;
 use crate::peers::{Auth, Peers, PeersConfig, Received};
 use crate::queue::{Cx, Dest};
 use crate::wire::control::{ControlRepr, Hello, MemberInfo, Roles, MAX_MEMBERS};
+
+mod admin;
+pub use admin::{AdminDone, ReserveRefused, ADMIN_DONE, RESERVED, RESERVE_RETRY};
 
 /// Storage members a node keeps (the DHT member table); beyond it new members are ignored.
 pub const MEMBERS: usize = 64;
@@ -237,6 +244,10 @@ enum Purpose {
     Name(Key),
     /// A read of `host:<label>` for DNS.
     HostRead(HostLabel),
+    /// A read for an admin command (its number).
+    Admin(u32),
+    /// A Create of a reserved address.
+    Reserve(Ipv4Address),
 }
 
 /// A hostname label, lowercase.
@@ -247,7 +258,7 @@ pub type HostLabel = String<MAX_HOSTNAME>;
 pub enum NameSource {
     /// A DHCP lease's option 12/81.
     Lease,
-    /// An admin reservation (hostctl reserve; not wired yet).
+    /// An admin reservation (hostctl reserve, [`crate::node::command`]).
     Admin,
 }
 
@@ -310,6 +321,7 @@ pub struct Overlay {
     names: Vec<HostName, HOST_NAMES>,
     host_done: Vec<(HostLabel, HostAnswer), HOST_DONE>,
     bcast: Bcast,
+    admin: admin::Admin,
 }
 
 impl Overlay {
@@ -358,6 +370,7 @@ impl Overlay {
             names: Vec::new(),
             host_done: Vec::new(),
             bcast: Bcast::new(seed.rotate_left(17)),
+            admin: admin::Admin::default(),
         }
     }
 
@@ -590,6 +603,9 @@ impl Overlay {
 
     /// A DHCP lease was granted on `ip`.
     pub fn lease_granted(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
+        if self.is_reserved(ip) {
+            return;
+        }
         match self.pool.find(ip) {
             Some(i) => self.pool.entries[i].bound = true,
             None => self.claim(cx, ip, true, 0),
@@ -738,7 +754,7 @@ impl Overlay {
 
     /// A restored binding: claim its address again (bound).
     pub fn restore(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
-        if self.pool.find(ip).is_none() {
+        if self.pool.find(ip).is_none() && !self.is_reserved(ip) {
             self.claim(cx, ip, true, 0);
         }
     }
@@ -783,6 +799,7 @@ impl Overlay {
             for _ in 0..8 {
                 let Some(ip) = range.nth(cx.rng.next_u32() % n) else { continue };
                 let taken = self.pool.find(ip).is_some()
+                    || self.is_reserved(ip)
                     || self.routes.iter().any(|r| r.ip == ip && r.owner.is_some() && cx.now < r.expires);
                 if !taken {
                     pick = Some(ip);
@@ -908,6 +925,8 @@ impl Overlay {
                 }
             }
             Purpose::Delete => {}
+            Purpose::Admin(cmd) => self.admin_result(cmd, r.outcome),
+            Purpose::Reserve(ip) => self.reserve_result(cx, ip, r.outcome),
             Purpose::Name(key) => self.name_result(cx, key, r.outcome),
             Purpose::HostRead(label) => {
                 let answer = match r.outcome {
@@ -933,6 +952,7 @@ impl Overlay {
         self.pump(cx);
         self.refill(cx, site);
         self.retry_names(cx);
+        self.retry_reserved(cx);
         self.pump(cx);
     }
 
@@ -958,6 +978,7 @@ impl Overlay {
                     let lost = matches!(ev, dht::DhtEvent::Yielded { .. });
                     e.state = NameState::Waiting { lost, at: now + HOST_RETRY };
                 }
+                self.reserve_lost(now, &key);
             }
             let mut buf = [0u8; dht::MAX_MESSAGE];
             while let Some((to, n)) = self.dht.poll_message(now, &mut buf) {
@@ -1022,6 +1043,7 @@ impl Overlay {
             settle,
             names,
             bcast,
+            self.reserve_poll_at(),
         ]
         .into_iter()
         .flatten()
@@ -1102,9 +1124,11 @@ impl RemoteRoutes for Overlay {
 /// table here knows is a DHT read.
 impl HostLookup for Overlay {
     fn shadowed(&self, label: &str) -> bool {
-        self.names
-            .iter()
-            .any(|e| e.name.as_str() == label && matches!(e.state, NameState::Waiting { lost: true, .. }))
+        // An admin's name is answered from the DHT, never from a lease's entry in the local table.
+        self.names.iter().any(|e| {
+            e.name.as_str() == label
+                && (e.source == NameSource::Admin || matches!(e.state, NameState::Waiting { lost: true, .. }))
+        })
     }
 
     fn begin_host_lookup(&mut self, now: Instant, label: &str) -> bool {

@@ -784,3 +784,114 @@ fn broadcasts(seed: u64) {
     assert!(arrived <= vn_core::bcast::RATE_BURST as usize && arrived >= 10, "{arrived} arrived");
     assert_eq!(arrived as u64 + cut, 100, "every frame either crossed or was counted");
 }
+
+/// Runs until node `i` reports command `id`'s result, at most `d`.
+fn command_result(
+    net: &mut Net,
+    i: usize,
+    id: vn_core::node::command::CommandId,
+    d: Duration,
+) -> Option<vn_core::node::command::CommandResult> {
+    let end = net.now + d;
+    while net.now < end {
+        while let Some((got, r)) = net.nodes[i].poll_command() {
+            if got == id {
+                return Some(r);
+            }
+        }
+        net.step();
+    }
+    None
+}
+
+#[test]
+fn a_reserved_address_goes_to_its_mac_only_and_reads_back_from_the_dht() {
+    for seed in [0x5eed, 21] {
+        big_stack(move || reservations(seed));
+    }
+}
+
+fn reservations(seed: u64) {
+    use vn_core::dht::Kind;
+    use vn_core::node::command::{parse_key, Command, CommandError, CommandOutput, Reservation};
+    let mut net = Net::new(seed, 20);
+    net.run(Duration::from_secs(15));
+    let reserved = Ipv4Address::new(10, 250, 1, 5);
+    let mac_r = EthernetAddress([0x02, 0xcc, 0, 0, 0, 1]);
+
+    // Site A reserves 10.250.1.5 for mac_r, named "printer".
+    let res =
+        Reservation { ip: reserved, pin: true, name: Some("printer".try_into().unwrap()), mac: Some(mac_r) };
+    let id = net.nodes[0].command(net.now, Command::Reserve(res.clone())).unwrap();
+    let r = command_result(&mut net, 0, id, Duration::from_secs(5)).expect("the reservation's result");
+    let Ok(CommandOutput::Reserved { ip, gen: Some(gen) }) = r else { panic!("reserved: {r:?}") };
+    assert_eq!(ip, reserved);
+    assert!(net.nodes[0].overlay().unwrap().holds_ip(net.now, reserved));
+    assert_eq!(net.nodes[0].reservations(net.now).collect::<Vec<_>>(), vec![(&res, true)]);
+
+    // Site B cannot take it: the conflict names A.
+    let res_b = Reservation { ip: reserved, pin: false, name: None, mac: None };
+    let id = net.nodes[1].command(net.now, Command::Reserve(res_b)).unwrap();
+    let r = command_result(&mut net, 1, id, Duration::from_secs(10)).expect("B's result");
+    match r {
+        Err(CommandError::Dht(vn_core::dht::OpError::Conflict(s))) => {
+            assert_eq!((s.owner, s.gen), (NodeId([7; 32]), gen))
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(net.nodes[1].reservations(net.now).count(), 0, "a refused reservation is not kept");
+
+    // Other hosts at A never get it; the reserved MAC gets exactly it, even asking for another one.
+    let mut others = Vec::new();
+    for k in 0..6u8 {
+        let ip = dora(&mut net, 0, EthernetAddress([0x02, 0xdd, 0, 0, 0, k]));
+        assert_ne!(ip, reserved, "host {k} was given the reserved address");
+        others.push(ip);
+    }
+    net.lan(0, &dhcp_frame(mac_r, DhcpMessageType::Discover, Some(others[0]), None));
+    let offer = net
+        .run_until_lan(0, Duration::from_secs(3), |f| dhcp_reply(f, mac_r).is_some())
+        .expect("an OFFER to the reserved MAC");
+    assert_eq!(dhcp_reply(&offer, mac_r), Some((reserved, DhcpMessageType::Offer)));
+    assert_eq!(dora(&mut net, 0, mac_r), reserved);
+    // A REQUEST by another host for the reserved address is refused.
+    let intruder = EthernetAddress([0x02, 0xee, 0, 0, 0, 1]);
+    let server = net.nodes[0].site().dns_addr;
+    net.lan(0, &dhcp_frame(intruder, DhcpMessageType::Request, Some(reserved), Some(server)));
+    let nak = net.run_until_lan(0, Duration::from_secs(1), |f| dhcp_reply(f, intruder).is_some());
+    assert_eq!(nak.and_then(|f| dhcp_reply(&f, intruder)).map(|r| r.1), Some(DhcpMessageType::Nak));
+
+    // dht get from site B: ip:10.250.1.5 is A's at the claim's generation, host:printer holds it.
+    let (kind, name) = parse_key("ip:10.250.1.5").unwrap();
+    assert_eq!(kind, Kind::Ip);
+    let id = net.nodes[1].command(net.now, Command::DhtGet { kind, name }).unwrap();
+    match command_result(&mut net, 1, id, Duration::from_secs(5)) {
+        Some(Ok(CommandOutput::Record(rec))) => {
+            assert_eq!((rec.owner, rec.gen, rec.kind), (NodeId([7; 32]), gen, Kind::Ip));
+            assert_eq!(&rec.value[..], &[4, 192, 0, 2, 1, 0x0f, 0xa0], "A's endpoint 192.0.2.1:4000");
+        }
+        other => panic!("ip record: {other:?}"),
+    }
+    let (kind, name) = parse_key("host:Printer").unwrap();
+    let id = net.nodes[1].command(net.now, Command::DhtGet { kind, name }).unwrap();
+    match command_result(&mut net, 1, id, Duration::from_secs(5)) {
+        Some(Ok(CommandOutput::Record(rec))) => {
+            assert_eq!((rec.owner, rec.kind), (NodeId([7; 32]), Kind::Host));
+            assert_eq!(&rec.value[..4], &reserved.octets());
+        }
+        other => panic!("host record: {other:?}"),
+    }
+    let (kind, name) = parse_key("host:nobody").unwrap();
+    let id = net.nodes[1].command(net.now, Command::DhtGet { kind, name }).unwrap();
+    assert_eq!(command_result(&mut net, 1, id, Duration::from_secs(5)), Some(Ok(CommandOutput::Absent)));
+    // Service addresses and addresses outside the subnet are refused at once.
+    let bad = |ip| Command::Reserve(Reservation { ip, pin: false, name: None, mac: None });
+    assert_eq!(
+        net.nodes[0].command(net.now, bad(Ipv4Address::new(10, 250, 0, 2))),
+        Err(CommandError::ServiceAddress)
+    );
+    assert_eq!(
+        net.nodes[0].command(net.now, bad(Ipv4Address::new(10, 9, 0, 9))),
+        Err(CommandError::NotInSubnet)
+    );
+}

@@ -38,6 +38,121 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// The VN's DHT, read through a daemon.
+    #[command(subcommand)]
+    Dht(DhtCmd),
+    /// Reserve an address for a host at a daemon's site (held in the DHT by that node).
+    Reserve {
+        /// The address, inside the VN subnet and above the service block.
+        ip: Ipv4Address,
+        /// Never migrate the address away from this site.
+        #[arg(long)]
+        pin: bool,
+        /// An admin hostname for it (wins over a lease's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The host that gets the address by DHCP (aa:bb:cc:dd:ee:ff).
+        #[arg(long)]
+        mac: Option<String>,
+        /// The daemon's control socket (in its state directory).
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the daemon's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DhtCmd {
+    /// Read one record: ip:<addr>, host:<name> or node:<hex id>.
+    Get {
+        /// The key.
+        key: String,
+        /// The daemon's control socket (in its state directory).
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the daemon's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Checks a key's form before asking the daemon.
+fn check_key(key: &str) -> Result<()> {
+    match key.split_once(':') {
+        Some(("ip" | "host" | "node", rest)) if !rest.is_empty() => Ok(()),
+        _ => bail!("`{key}` is not a DHT key: write ip:10.250.1.5, host:NAME or node:<64 hex digits>"),
+    }
+}
+
+/// The request line for `reserve`.
+fn reserve_request(ip: Ipv4Address, pin: bool, name: Option<&str>, mac: Option<&str>) -> Result<String> {
+    if let Some(m) = mac {
+        let ok = m.split(':').count() == 6
+            && m.split(':').all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
+        if !ok {
+            bail!("`{m}` is not a MAC address: write it as aa:bb:cc:dd:ee:ff");
+        }
+    }
+    Ok(serde_json::json!({ "cmd": "reserve", "ip": ip.to_string(), "pin": pin, "name": name, "mac": mac })
+        .to_string())
+}
+
+/// The daemon's answer as JSON, or its error as a sentence.
+fn answer_of(text: &str) -> Result<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).context("the daemon's answer is not JSON (is it a vngate daemon?)")?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        bail!("the daemon refused: {e}");
+    }
+    Ok(v)
+}
+
+/// `dht get` for people.
+fn format_record(v: &serde_json::Value) -> String {
+    let key = v.get("key").and_then(|k| k.as_str()).unwrap_or("?");
+    if v.get("found").and_then(|f| f.as_bool()) != Some(true) {
+        return format!("{key}: absent (a read quorum holds no live record)\n");
+    }
+    if let Some(m) = v.get("members").and_then(|m| m.as_array()) {
+        let mut out = format!("{key}: {} members\n", m.len());
+        for x in m {
+            let f =
+                |k: &str| x.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+            out.push_str(&format!("  {} {} ttl {} ms\n", f("owner"), f("value_hex"), f("ttl_ms")));
+        }
+        return out;
+    }
+    let f = |k: &str| v.get(k).filter(|x| !x.is_null()).map(|x| x.to_string().trim_matches('"').to_string());
+    let value = f("value").map(|d| format!("{d} ({})", f("value_hex").unwrap_or_default()));
+    format!(
+        "{key}\n  owner       {}\n  generation  {}\n  value       {}\n  ttl         {} ms\n",
+        f("owner").unwrap_or_default(),
+        f("generation").unwrap_or_default(),
+        value.or_else(|| f("value_hex")).unwrap_or_default(),
+        f("ttl_ms").unwrap_or_default()
+    )
+}
+
+/// `reserve` for people.
+fn format_reserved(v: &serde_json::Value) -> String {
+    let f = |k: &str| v.get(k).filter(|x| !x.is_null()).map(|x| x.to_string().trim_matches('"').to_string());
+    let mut out = format!("reserved {}", f("reserved").unwrap_or_default());
+    if let Some(g) = f("generation") {
+        out.push_str(&format!(" (DHT generation {g})"));
+    }
+    if let Some(m) = f("mac") {
+        out.push_str(&format!(" for {m}"));
+    }
+    if let Some(n) = f("name") {
+        out.push_str(&format!(" named {n}"));
+    }
+    if f("pin").as_deref() == Some("true") {
+        out.push_str(", pinned");
+    }
+    out.push('\n');
+    out
 }
 
 const DEFAULT_SOCKET: &str = "/var/lib/vngate/control.sock";
@@ -204,6 +319,26 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Metrics { socket } => print!("{}", ask(&socket, r#"{"cmd":"metrics"}"#)?),
+        Command::Dht(DhtCmd::Get { key, socket, json }) => {
+            check_key(&key)?;
+            let text = ask(&socket, &serde_json::json!({ "cmd": "dht_get", "key": key }).to_string())?;
+            let v = answer_of(&text)?;
+            if json {
+                println!("{text}");
+            } else {
+                print!("{}", format_record(&v));
+            }
+        }
+        Command::Reserve { ip, pin, name, mac, socket, json } => {
+            let req = reserve_request(ip, pin, name.as_deref(), mac.as_deref())?;
+            let text = ask(&socket, &req)?;
+            let v = answer_of(&text)?;
+            if json {
+                println!("{text}");
+            } else {
+                print!("{}", format_reserved(&v));
+            }
+        }
         Command::Config(ConfigCmd::Init { name, subnet, pool, tap, state_dir, upstream_dns, out, force }) => {
             let mut id = [0u8; 16];
             getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("the OS random generator failed: {e}"))?;
@@ -248,4 +383,65 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dht_get_and_reserve_parse() {
+        let cli = Cli::try_parse_from(["hostctl", "dht", "get", "ip:10.250.1.5", "--json"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Dht(DhtCmd::Get { ref key, json: true, .. }) if key == "ip:10.250.1.5")
+        );
+        let cli = Cli::try_parse_from([
+            "hostctl",
+            "reserve",
+            "10.250.1.5",
+            "--pin",
+            "--name",
+            "pr",
+            "--mac",
+            "02:cc:00:00:00:01",
+        ])
+        .unwrap();
+        let Command::Reserve { ip, pin, name, mac, json, .. } = cli.command else { panic!("not reserve") };
+        assert_eq!(
+            (ip, pin, name.as_deref(), mac.as_deref(), json),
+            (Ipv4Address::new(10, 250, 1, 5), true, Some("pr"), Some("02:cc:00:00:00:01"), false)
+        );
+        assert!(Cli::try_parse_from(["hostctl", "reserve", "10.250.1"]).is_err());
+        assert!(check_key("mac:x").unwrap_err().to_string().contains("write ip:"));
+        assert!(check_key("host:printer").is_ok());
+        assert!(reserve_request(ip, false, None, Some("02-cc"))
+            .unwrap_err()
+            .to_string()
+            .contains("aa:bb:cc:dd:ee:ff"));
+        let req: serde_json::Value =
+            serde_json::from_str(&reserve_request(ip, true, Some("pr"), None).unwrap()).unwrap();
+        assert_eq!(
+            req,
+            serde_json::json!({"cmd":"reserve","ip":"10.250.1.5","pin":true,"name":"pr","mac":null})
+        );
+    }
+
+    #[test]
+    fn answers_print_for_people() {
+        let v = answer_of(r#"{"key":"ip:10.250.1.5","found":true,"owner":"07","generation":3,"kind":"ip","value_hex":"04c00002010fa0","value":"192.0.2.1:4000","ttl_ms":1000}"#).unwrap();
+        assert_eq!(format_record(&v), "ip:10.250.1.5\n  owner       07\n  generation  3\n  value       192.0.2.1:4000 (04c00002010fa0)\n  ttl         1000 ms\n");
+        let v = answer_of(r#"{"key":"host:x","found":false}"#).unwrap();
+        assert!(format_record(&v).starts_with("host:x: absent"));
+        let v = answer_of(
+            r#"{"reserved":"10.250.1.5","generation":2,"pin":true,"name":"pr","mac":"02-cc-00-00-00-01"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            format_reserved(&v),
+            "reserved 10.250.1.5 (DHT generation 2) for 02-cc-00-00-00-01 named pr, pinned\n"
+        );
+        let e = answer_of(r#"{"error":"the name is bad: use letters"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "the daemon refused: the name is bad: use letters");
+        assert!(answer_of("nope").unwrap_err().to_string().contains("not JSON"));
+    }
 }

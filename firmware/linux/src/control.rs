@@ -26,6 +26,25 @@ pub enum Request {
     Status,
     /// Counters in the Prometheus text format.
     Metrics,
+    /// A DHT read: `ip:<addr>`, `host:<name>` or `node:<hex id>`.
+    DhtGet {
+        /// The key's text form.
+        key: String,
+    },
+    /// Reserve an address for this node (and a host's MAC, an admin name).
+    Reserve {
+        /// The address.
+        ip: String,
+        /// Never migrated away.
+        #[serde(default)]
+        pin: bool,
+        /// An admin hostname.
+        #[serde(default)]
+        name: Option<String>,
+        /// The host that gets it by DHCP (`aa:bb:cc:dd:ee:ff`).
+        #[serde(default)]
+        mac: Option<String>,
+    },
 }
 
 /// A request with the way back to its connection.
@@ -123,6 +142,14 @@ mod tests {
     fn requests_parse_and_metrics_render() {
         assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"dht_get","key":"ip:10.250.1.5"}"#).unwrap(),
+            Request::DhtGet { key: "ip:10.250.1.5".into() }
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"reserve","ip":"10.250.1.5","name":"pr"}"#).unwrap(),
+            Request::Reserve { ip: "10.250.1.5".into(), pin: false, name: Some("pr".into()), mac: None }
+        );
         let m = metrics("demo", &[("malformed", 3)], 2);
         assert!(m.contains("vngate_malformed_total{namespace=\"demo\"} 3\n"), "{m}");
         assert!(m.contains("vngate_bindings{namespace=\"demo\"} 2\n"), "{m}");

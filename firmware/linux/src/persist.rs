@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use vn_core::dhcp::Binding;
+use vn_core::node::command::Reservation;
 use vn_core::{Duration, EthernetAddress, Ipv4Address};
 
 const HEADER: &str = "vngate-bindings 1";
@@ -92,7 +93,8 @@ fn format_line(out: &mut String, b: &Binding) {
     );
 }
 
-fn parse_mac(s: &str) -> Option<EthernetAddress> {
+/// A MAC in `aa:bb:cc:dd:ee:ff` form (hex, colons).
+pub fn parse_mac(s: &str) -> Option<EthernetAddress> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for byte in &mut mac {
@@ -194,5 +196,119 @@ mod tests {
         let (good, bad) = parse("something else\n10.250.1.10 02:00:00:00:00:0a - - 1\n");
         assert!(good.is_empty());
         assert_eq!(bad.len(), 1);
+    }
+}
+
+/// The reservations file (`hostctl reserve`): one line per reserved address, written whole (temporary
+/// file, sync, rename) each time a reservation is made, and read at start.
+///
+/// Format, after a header line `vngate-reservations 1`: `<ip> <mac or -> <name or -> <pin 0|1>`
+#[derive(Clone)]
+pub struct ReservationsFile {
+    path: PathBuf,
+    tmp: PathBuf,
+}
+
+const RES_HEADER: &str = "vngate-reservations 1";
+
+impl ReservationsFile {
+    /// The file `reservations` in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self { path: dir.join("reservations"), tmp: dir.join("reservations.tmp") }
+    }
+
+    /// Where the reservations live.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read them. A missing file is none; unreadable lines are reported and skipped.
+    pub fn load(&self) -> io::Result<(Vec<Reservation>, Vec<BadLine>)> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+            Err(e) => return Err(e),
+        };
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let mut lines = text.lines().enumerate();
+        if lines.next().map(|(_, h)| h.trim()) != Some(RES_HEADER) {
+            bad.push(BadLine { line: 1, reason: "missing header `vngate-reservations 1`: file ignored" });
+            return Ok((good, bad));
+        }
+        for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+            match parse_reservation(line) {
+                Ok(r) => good.push(r),
+                Err(reason) => bad.push(BadLine { line: i + 1, reason }),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// Replace the file with `reservations`, durably.
+    pub fn store<'a>(&self, reservations: impl Iterator<Item = &'a Reservation>) -> io::Result<()> {
+        let mut out = format!("{RES_HEADER}\n");
+        for r in reservations {
+            let mac = r.mac.map_or("-".to_string(), |m| {
+                m.0.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+            });
+            let name = r.name.as_ref().map_or("-", |n| n.as_str());
+            out.push_str(&format!("{} {} {} {}\n", r.ip, mac, name, u8::from(r.pin)));
+        }
+        let mut f = File::create(&self.tmp)?;
+        f.write_all(out.as_bytes())?;
+        f.sync_data()?;
+        drop(f);
+        fs::rename(&self.tmp, &self.path)
+    }
+}
+
+fn parse_reservation(line: &str) -> Result<Reservation, &'static str> {
+    let f: Vec<&str> = line.split_ascii_whitespace().collect();
+    let [ip, mac, name, pin] = f.as_slice() else {
+        return Err("expected 4 fields: ip mac name pin");
+    };
+    let ip: Ipv4Address = ip.parse().map_err(|_| "bad IPv4 address")?;
+    let mac = if *mac == "-" { None } else { Some(parse_mac(mac).ok_or("bad MAC address")?) };
+    let name = match *name {
+        "-" => None,
+        n => Some(heapless::String::try_from(n).map_err(|_| "name too long")?),
+    };
+    let pin = match *pin {
+        "0" => false,
+        "1" => true,
+        _ => return Err("pin must be 0 or 1"),
+    };
+    Ok(Reservation { ip, pin, name, mac })
+}
+
+#[cfg(test)]
+mod reservation_tests {
+    use super::*;
+
+    #[test]
+    fn reservations_round_trip_and_bad_lines_are_skipped() {
+        let dir = std::env::temp_dir().join(format!("vngate-res-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = ReservationsFile::new(&dir);
+        assert!(file.load().unwrap().0.is_empty(), "a missing file is no reservation");
+        let rs = vec![
+            Reservation {
+                ip: Ipv4Address::new(10, 250, 1, 5),
+                pin: true,
+                name: Some("printer".try_into().unwrap()),
+                mac: Some(EthernetAddress([2, 0xcc, 0, 0, 0, 1])),
+            },
+            Reservation { ip: Ipv4Address::new(10, 250, 1, 6), pin: false, name: None, mac: None },
+        ];
+        file.store(rs.iter()).unwrap();
+        let text = fs::read_to_string(file.path()).unwrap();
+        assert_eq!(text, "vngate-reservations 1\n10.250.1.5 02:cc:00:00:00:01 printer 1\n10.250.1.6 - - 0\n");
+        assert_eq!(file.load().unwrap(), (rs.clone(), vec![]));
+        fs::write(file.path(), format!("{text}10.250.1.7 - - 2\n")).unwrap();
+        let (good, bad) = file.load().unwrap();
+        assert_eq!(good, rs);
+        assert_eq!(bad, vec![BadLine { line: 4, reason: "pin must be 0 or 1" }]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,9 @@ use vn_core::queue::{PersistToken, FRAME_CAP};
 use vn_core::{dht, Event, Instant, Site, Transmit};
 
 use crate::config::Config;
-use crate::persist::BindingsFile;
+use crate::control::Request;
+use crate::persist::{BindingsFile, ReservationsFile};
+use vn_core::node::command::{parse_key, Command, CommandId, CommandOutput, CommandResult, Reservation};
 
 /// The daemon's node: room for 4096 leases, 4096 LAN hosts, 256 DNS forwards in flight, 256 queued
 /// outputs (384 KiB) and 256 events.
@@ -176,6 +178,21 @@ async fn serve(cfg: Config) -> Result<()> {
         warn!("{}:{}: {}; line skipped", store.path().display(), b.line, b.reason);
     }
     let now = clock.now();
+    // Reservations before bindings: a restored lease on a reserved address stays out of the pool.
+    let res_file = ReservationsFile::new(&cfg.state_dir);
+    let (reserved, bad) = res_file
+        .load()
+        .with_context(|| format!("cannot read the reservations file {}", res_file.path().display()))?;
+    for b in &bad {
+        warn!("{}:{}: {}; line skipped", res_file.path().display(), b.line, b.reason);
+    }
+    for r in reserved {
+        let ip = r.ip;
+        if let Err(e) = node.restore_reservation(now, r) {
+            warn!("reservation of {ip} from {} not restored: {e}", res_file.path().display());
+        }
+    }
+    let mut commands = Commands { pending: HashMap::new(), file: res_file };
     let restored = saved.iter().filter(|b| node.restore_binding(now, b)).count();
     info!(
         "restored {restored} of {} bindings from {} (each valid for a full lease from now)",
@@ -232,7 +249,10 @@ async fn serve(cfg: Config) -> Result<()> {
 
     loop {
         let deadline =
-            [node.poll_at().map(|at| clock.std_at(at)), persist.retry_at].into_iter().flatten().min();
+            [node.poll_at().map(|at| clock.std_at(at)), persist.retry_at, commands.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -303,16 +323,23 @@ async fn serve(cfg: Config) -> Result<()> {
             _ = sigusr1.recv() => info!("stats: {:?}", node.stats()),
             Some((req, reply)) = ctl_rx.recv() => {
                 let body = match req {
-                    crate::control::Request::Status => status_json(&node, &cfg, &identity, clock.now()),
-                    crate::control::Request::Metrics => crate::control::metrics(
+                    Request::Status => status_json(&node, &cfg, &identity, clock.now()),
+                    Request::Metrics => crate::control::metrics(
                         &cfg.params.name,
                         &node.stats().fields(),
                         node.bindings(clock.now()).count(),
                     ),
+                    req => {
+                        commands.start(&mut node, clock.now(), req, reply);
+                        commands.drain(&mut node, clock.now());
+                        flush(&mut node, &clock, &mut persist, &io, &mut tx, &mut upstream, &up_tx).await;
+                        continue;
+                    }
                 };
                 crate::control::answer(reply, body);
             }
         }
+        commands.drain(&mut node, clock.now());
         flush(&mut node, &clock, &mut persist, &io, &mut tx, &mut upstream, &up_tx).await;
     }
     // Let a write in flight finish, then write once more so remaining durations are fresh.
@@ -389,10 +416,27 @@ fn status_json(
             "stored_keys": dht.stored_keys(),
             "node_lease_s": dht.node_lease().map(|t| if t > now { (t - now).total_millis() as f64 / 1000.0 } else { 0.0 }),
             "pool_free": o.pool().free_held(),
-            "owned": o.pool().held().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+            "owned": o.pool().held().chain(o.reserved_held(now)).map(|ip| ip.to_string()).collect::<Vec<_>>(),
         })
     });
-    crate::control::status(me, ns, bindings, &node.stats().fields(), overlay.unwrap_or_default())
+    let reservations: Vec<_> = node
+        .reservations(now)
+        .map(|(r, held)| {
+            json!({
+                "ip": r.ip.to_string(),
+                "pin": r.pin,
+                "name": r.name.as_ref().map(|n| n.as_str()),
+                "mac": r.mac.map(|m| m.to_string()),
+                "held": held,
+            })
+        })
+        .collect();
+    let mut overlay = overlay.unwrap_or_default();
+    let doc = crate::control::status(me, ns, bindings, &node.stats().fields(), overlay.take());
+    // Reservations ride along at the top level.
+    let mut v: serde_json::Value = serde_json::from_str(&doc).unwrap_or_default();
+    v["reservations"] = json!(reservations);
+    v.to_string()
 }
 
 /// Where outputs go.
@@ -510,5 +554,168 @@ async fn send_upstream(
     };
     if let Err(e) = sock.send_to(data, to).await {
         warn!("upstream DNS send to {to} failed: {e}");
+    }
+}
+
+/// Longest wait for a command's result before the client is told it timed out.
+const COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Commands waiting for the node at once; beyond it a request is refused at once.
+const COMMANDS: usize = 64;
+
+/// A control request waiting for the node's result.
+struct PendingCommand {
+    reply: tokio::sync::oneshot::Sender<String>,
+    deadline: StdInstant,
+    /// The reservation to persist on success, or the key read.
+    what: Result<Reservation, String>,
+}
+
+/// Control requests the node answers later, bounded by [`COMMANDS`], each timed out after
+/// [`COMMAND_WAIT`].
+struct Commands {
+    pending: HashMap<CommandId, PendingCommand>,
+    file: ReservationsFile,
+}
+
+fn error_json(msg: impl std::fmt::Display) -> String {
+    serde_json::json!({ "error": msg.to_string() }).to_string()
+}
+
+/// The request's reservation, checked for form (the node checks the rest).
+fn reservation_of(ip: &str, pin: bool, name: Option<&str>, mac: Option<&str>) -> Result<Reservation, String> {
+    let ip: vn_core::Ipv4Address =
+        ip.parse().map_err(|_| format!("`{ip}` is not an IPv4 address: give one like 10.250.1.5"))?;
+    let name = match name {
+        None => None,
+        Some(n) => Some(
+            heapless::String::try_from(n.to_ascii_lowercase().as_str())
+                .map_err(|_| format!("the name `{n}` is longer than 63 characters: choose a shorter one"))?,
+        ),
+    };
+    let mac = match mac {
+        None => None,
+        Some(m) => Some(
+            crate::persist::parse_mac(m)
+                .ok_or_else(|| format!("`{m}` is not a MAC address: write it as aa:bb:cc:dd:ee:ff"))?,
+        ),
+    };
+    Ok(Reservation { ip, pin, name, mac })
+}
+
+/// A command's result as the JSON hostctl prints.
+fn result_json(what: &Result<Reservation, String>, r: &CommandResult) -> String {
+    use serde_json::json;
+    match r {
+        Err(e) => error_json(e),
+        Ok(CommandOutput::Record(rec)) => {
+            let value = match rec.kind {
+                dht::Kind::Ip => vn_core::overlay::decode_endpoint(&rec.value).map(|e| e.to_string()),
+                dht::Kind::Host => match rec.value.get(..4) {
+                    Some(&[a, b, c, d]) => Some(std::net::Ipv4Addr::new(a, b, c, d).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            json!({
+                "key": what.as_ref().err(),
+                "found": true,
+                "owner": hex::encode(rec.owner.0),
+                "generation": rec.gen,
+                "kind": format!("{:?}", rec.kind).to_lowercase(),
+                "value_hex": hex::encode(&rec.value),
+                "value": value,
+                "ttl_ms": rec.ttl_ms,
+            })
+            .to_string()
+        }
+        Ok(CommandOutput::Absent) => json!({ "key": what.as_ref().err(), "found": false }).to_string(),
+        Ok(CommandOutput::Members(m)) => {
+            let members: Vec<_> = m
+                .iter()
+                .map(|m| json!({ "owner": hex::encode(m.owner.0), "value_hex": hex::encode(&m.value), "ttl_ms": m.ttl_ms }))
+                .collect();
+            json!({ "key": what.as_ref().err(), "found": true, "members": members }).to_string()
+        }
+        Ok(CommandOutput::Reserved { ip, gen }) => {
+            let res = what.as_ref().ok();
+            json!({
+                "reserved": ip.to_string(),
+                "generation": gen,
+                "pin": res.map(|r| r.pin),
+                "name": res.and_then(|r| r.name.as_ref().map(|n| n.as_str().to_string())),
+                "mac": res.and_then(|r| r.mac.map(|m| m.to_string())),
+            })
+            .to_string()
+        }
+    }
+}
+
+impl Commands {
+    /// Starts a control request on the node; answers at once when it cannot start.
+    fn start(
+        &mut self,
+        node: &mut DaemonNode,
+        now: Instant,
+        req: Request,
+        reply: tokio::sync::oneshot::Sender<String>,
+    ) {
+        if self.pending.len() >= COMMANDS {
+            return crate::control::answer(
+                reply,
+                error_json("the daemon has too many requests in flight: try again in a few seconds"),
+            );
+        }
+        let (cmd, what) = match req {
+            Request::DhtGet { key } => match parse_key(&key) {
+                Ok((kind, name)) => (Command::DhtGet { kind, name }, Err(key)),
+                Err(e) => return crate::control::answer(reply, error_json(e)),
+            },
+            Request::Reserve { ip, pin, name, mac } => {
+                match reservation_of(&ip, pin, name.as_deref(), mac.as_deref()) {
+                    Ok(r) => (Command::Reserve(r.clone()), Ok(r)),
+                    Err(e) => return crate::control::answer(reply, error_json(e)),
+                }
+            }
+            Request::Status | Request::Metrics => return,
+        };
+        match node.command(now, cmd) {
+            Ok(id) => {
+                self.pending
+                    .insert(id, PendingCommand { reply, deadline: StdInstant::now() + COMMAND_WAIT, what });
+            }
+            Err(e) => crate::control::answer(reply, error_json(e)),
+        }
+    }
+
+    /// Answers the requests the node finished, persisting reservations made, and times out the rest.
+    fn drain(&mut self, node: &mut DaemonNode, now: Instant) {
+        while let Some((id, r)) = node.poll_command() {
+            let Some(p) = self.pending.remove(&id) else { continue };
+            if p.what.is_ok() && r.is_ok() {
+                let all: Vec<Reservation> = node.reservations(now).map(|(r, _)| r.clone()).collect();
+                if let Err(e) = self.file.store(all.iter()) {
+                    error!(
+                        "writing {} failed: {e}; the reservation holds until the daemon stops",
+                        self.file.path().display()
+                    );
+                }
+            }
+            crate::control::answer(p.reply, result_json(&p.what, &r));
+        }
+        let t = StdInstant::now();
+        let late: Vec<CommandId> =
+            self.pending.iter().filter(|(_, p)| p.deadline <= t).map(|(id, _)| *id).collect();
+        for id in late {
+            if let Some(p) = self.pending.remove(&id) {
+                crate::control::answer(
+                    p.reply,
+                    error_json("the DHT did not answer within 10 s: check `hostctl status` for DHT members and try again"),
+                );
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<StdInstant> {
+        self.pending.values().map(|p| p.deadline).min()
     }
 }
