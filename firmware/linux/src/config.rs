@@ -2,7 +2,7 @@
 //! an unknown key, a bad value or a rule of the namespace (pool outside the subnet, MTU too small, ...).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -16,11 +16,29 @@ use vn_core::{Duration, Ipv4Cidr};
 pub struct Config {
     /// The VN's parameters.
     pub params: NamespaceParams,
-    /// Name of the TAP device on the site's dedicated bridge.
-    pub tap: String,
+    /// Name of the TAP device on the site's dedicated bridge; `None` for a standalone DHT storage node.
+    pub tap: Option<String>,
+    /// The overlay, when the node joins other sites (P2); `None` serves one site alone (P1).
+    pub overlay: Option<Overlay>,
     /// Where bindings are persisted.
     pub state_dir: PathBuf,
 }
+
+/// The `[overlay]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Where the overlay's UDP socket listens.
+    pub listen: SocketAddr,
+    /// The endpoint other nodes reach us at.
+    pub advertise: Option<SocketAddr>,
+    /// Endpoints to introduce ourselves to at start.
+    pub peers: Vec<SocketAddr>,
+    /// The `dht` role: store records.
+    pub storage: bool,
+}
+
+/// Most bootstrap peers accepted (the core keeps 8).
+pub const MAX_PEERS: usize = 8;
 
 /// A configuration error, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +66,18 @@ impl std::error::Error for ConfigFileError {}
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     namespace: Spanned<RawNamespace>,
+    overlay: Option<Spanned<RawOverlay>>,
     daemon: Spanned<RawDaemon>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverlay {
+    listen: Spanned<String>,
+    advertise: Option<Spanned<String>>,
+    #[serde(default)]
+    peers: Vec<Spanned<String>>,
+    storage: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +99,7 @@ struct RawNamespace {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
-    tap: Spanned<String>,
+    tap: Option<Spanned<String>>,
     state_dir: Spanned<String>,
 }
 
@@ -171,21 +200,72 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
     })?;
 
     let d = raw.daemon.get_ref();
-    let tap = d.tap.get_ref().clone();
-    if tap.is_empty()
-        || tap.len() > 15
-        || !tap.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
+    let tap = match &d.tap {
+        None => None,
+        Some(t) => {
+            let name = t.get_ref().clone();
+            if name.is_empty()
+                || name.len() > 15
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(err(
+                    at(t),
+                    format!("`tap` {name:?} is not a valid interface name (1-15 of a-z, 0-9, - _ .)"),
+                ));
+            }
+            Some(name)
+        }
+    };
+    let overlay = match &raw.overlay {
+        None => None,
+        Some(o) => {
+            let o = o.get_ref();
+            let sock = |s: &Spanned<String>, what: &str| {
+                s.get_ref().parse::<SocketAddr>().map_err(|_| {
+                    err(
+                        at(s),
+                        format!("`{what}` {:?} is not an IP:port endpoint like 10.99.0.1:4789", s.get_ref()),
+                    )
+                })
+            };
+            let listen = sock(&o.listen, "listen")?;
+            let advertise = o.advertise.as_ref().map(|a| sock(a, "advertise")).transpose()?;
+            if advertise.is_none() && listen.ip().is_unspecified() {
+                return Err(err(
+                    at(&o.listen),
+                    "`listen` is a wildcard address: add `advertise = \"IP:port\"` so other nodes can reach this one"
+                        .into(),
+                ));
+            }
+            if o.peers.len() > MAX_PEERS {
+                return Err(err(at(&o.peers[MAX_PEERS]), format!("at most {MAX_PEERS} bootstrap `peers`")));
+            }
+            let peers = o.peers.iter().map(|p| sock(p, "peers")).collect::<Result<Vec<_>, _>>()?;
+            Some(Overlay {
+                listen,
+                advertise,
+                peers,
+                storage: o.storage.as_ref().is_none_or(|s| *s.get_ref()),
+            })
+        }
+    };
+    if tap.is_none() && overlay.is_none() {
         return Err(err(
-            at(&d.tap),
-            format!("`tap` {tap:?} is not a valid interface name (1-15 of a-z, 0-9, - _ .)"),
+            Some(raw.daemon.span()),
+            "`tap` is required unless an [overlay] section makes this a standalone DHT storage node".into(),
+        ));
+    }
+    if tap.is_none() && overlay.as_ref().is_some_and(|o| !o.storage) {
+        return Err(err(
+            Some(raw.daemon.span()),
+            "a node without `tap` only stores DHT records: it needs `storage = true` in [overlay]".into(),
         ));
     }
     let state_dir = PathBuf::from(d.state_dir.get_ref());
     if !state_dir.is_absolute() {
         return Err(err(at(&d.state_dir), "`state_dir` must be an absolute path".into()));
     }
-    Ok(Config { params, tap, state_dir })
+    Ok(Config { params, tap, overlay, state_dir })
 }
 
 fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
@@ -235,7 +315,8 @@ state_dir = "/var/lib/vngate"
         assert_eq!(c.params.lease_time.secs(), 600);
         assert!(c.params.egress);
         assert_eq!(c.params.pool.first, Ipv4Addr::new(10, 250, 1, 10));
-        assert_eq!(c.tap, "vn0");
+        assert_eq!(c.tap.as_deref(), Some("vn0"));
+        assert_eq!(c.overlay, None);
     }
 
     #[test]
@@ -259,6 +340,36 @@ state_dir = "/var/lib/vngate"
             assert!(e.to_string().contains(needle), "{to}: {e}");
             assert!(e.to_string().starts_with(&format!("t.toml:{line}: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn overlay_section_parses_and_names_its_errors() {
+        let with = |overlay: &str, daemon: &str| {
+            let text = GOOD.replace("[daemon]\ntap = \"vn0\"\n", &format!("{overlay}\n[daemon]\n{daemon}"));
+            p(&text)
+        };
+        let c = with(
+            "[overlay]\nlisten = \"0.0.0.0:4789\"\nadvertise = \"10.99.0.2:4789\"\npeers = [\"10.99.0.11:4789\"]\n",
+            "tap = \"vn0\"\n",
+        )
+        .unwrap();
+        let o = c.overlay.unwrap();
+        assert_eq!(o.peers, vec!["10.99.0.11:4789".parse::<SocketAddr>().unwrap()]);
+        assert!(o.storage, "the dht role is the default");
+        // A standalone storage node: no tap.
+        let c = with("[overlay]\nlisten = \"10.99.0.11:4789\"\n", "").unwrap();
+        assert_eq!(c.tap, None);
+        // Errors name their line (the [overlay] section starts on line 12).
+        let e = with("[overlay]\nlisten = \"0.0.0.0:4789\"\n", "tap = \"vn0\"\n").unwrap_err();
+        assert_eq!(e.line, Some(13), "{e}");
+        assert!(e.message.contains("advertise"), "{e}");
+        let e = with("[overlay]\nlisten = \"10.99.0.1:4789\"\npeers = [\"nowhere\"]\n", "tap = \"vn0\"\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(14), "{e}");
+        let e = with("", "").unwrap_err();
+        assert!(e.message.contains("`tap` is required"), "{e}");
+        let e = with("[overlay]\nlisten = \"10.99.0.1:4789\"\nstorage = false\n", "").unwrap_err();
+        assert!(e.message.contains("storage = true"), "{e}");
     }
 
     #[test]

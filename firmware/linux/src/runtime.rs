@@ -72,11 +72,61 @@ fn random_seed() -> Result<u64> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// Build the node: router mode alone (P1) or joined to the overlay.
+fn build_node(
+    cfg: &Config,
+    site: Site,
+    seed: u64,
+    _identity: &crate::identity::Identity,
+) -> Result<Box<DaemonNode>> {
+    if cfg.overlay.is_some() {
+        anyhow::bail!("this build of vngate cannot join an overlay yet: remove the [overlay] section");
+    }
+    // The node is large (leases, queues): build it on the heap.
+    Ok(Box::new(DaemonNode::new(site, seed)))
+}
+
+/// The overlay's UDP socket, with buffers large enough for bursts of tunnelled frames.
+fn overlay_socket(listen: SocketAddr) -> Result<UdpSocket> {
+    let std_sock = std::net::UdpSocket::bind(listen)
+        .with_context(|| format!("cannot bind the overlay socket {listen} (in use? wrong address?)"))?;
+    std_sock.set_nonblocking(true)?;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&std_sock),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            warn!("could not enlarge the overlay socket buffer: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(UdpSocket::from_std(std_sock)?)
+}
+
+async fn recv_tap(tap: &Option<tokio_tun::Tun>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match tap {
+        Some(t) => t.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_overlay(sock: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve(cfg: Config) -> Result<()> {
     let site = Site::new(cfg.params.clone()).context("namespace parameters")?;
     let clock = Clock(StdInstant::now());
-    // The node is large (leases, queues): build it on the heap.
-    let mut node: Box<DaemonNode> = Box::new(DaemonNode::new(site, random_seed()?));
 
     let store = BindingsFile::new(&cfg.state_dir)
         .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
@@ -88,6 +138,7 @@ async fn serve(cfg: Config) -> Result<()> {
         if created { "new" } else { "existing" },
         cfg.state_dir.join(crate::identity::KEY_FILE).display()
     );
+    let mut node = build_node(&cfg, site, random_seed()?, &identity)?;
     let (saved, bad) =
         store.load().with_context(|| format!("cannot read the bindings file {}", store.path().display()))?;
     for b in &bad {
@@ -101,26 +152,37 @@ async fn serve(cfg: Config) -> Result<()> {
         store.path().display()
     );
 
-    let tap = tokio_tun::Tun::builder()
-        .name(&cfg.tap)
-        .tap()
-        .mtu(i32::from(cfg.params.mtu.max(1500)))
-        .up()
-        .build()
-        .with_context(|| {
-            format!("cannot open TAP device {} (are you root? does another process hold it?)", cfg.tap)
-        })?
-        .pop()
-        .context("no TAP queue returned")?;
-    info!(
-        "serving namespace {} ({}) on {}: DNS/DHCP at {}, gateway {}, router MAC {}",
-        cfg.params.name,
-        cfg.params.subnet,
-        cfg.tap,
-        node.site().dns_addr,
-        node.site().gateway_addr,
-        node.site().router_mac
-    );
+    let tap = match &cfg.tap {
+        None => None,
+        Some(name) => Some(
+            tokio_tun::Tun::builder()
+                .name(name)
+                .tap()
+                .mtu(i32::from(cfg.params.mtu.max(1500)))
+                .up()
+                .build()
+                .with_context(|| {
+                    format!("cannot open TAP device {name} (are you root? does another process hold it?)")
+                })?
+                .pop()
+                .context("no TAP queue returned")?,
+        ),
+    };
+    let overlay = cfg.overlay.as_ref().map(|o| overlay_socket(o.listen)).transpose()?;
+    match &cfg.tap {
+        Some(name) => info!(
+            "serving namespace {} ({}) on {name}: DNS/DHCP at {}, gateway {}, router MAC {}",
+            cfg.params.name,
+            cfg.params.subnet,
+            node.site().dns_addr,
+            node.site().gateway_addr,
+            node.site().router_mac
+        ),
+        None => info!("standalone DHT storage node of namespace {} ({})", cfg.params.name, cfg.params.subnet),
+    }
+    if let Some(o) = &cfg.overlay {
+        info!("overlay on {} (advertised {:?}), {} bootstrap peers", o.listen, o.advertise, o.peers.len());
+    }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -128,10 +190,12 @@ async fn serve(cfg: Config) -> Result<()> {
     let (up_tx, mut up_rx) = mpsc::channel::<(u16, SocketAddr, Vec<u8>)>(256);
     let mut upstream: HashMap<u16, Arc<UdpSocket>> = HashMap::new();
     let mut rx = vec![0u8; 65536];
+    let mut orx = vec![0u8; 65536];
     let mut tx = vec![0u8; FRAME_CAP];
     let (persist_tx, mut persist_rx) = mpsc::channel::<(PersistToken, std::io::Result<()>)>(4);
     let mut persist =
         Persist { dirty: false, in_flight: false, retry_at: None, tx: persist_tx, store: store.clone() };
+    let io = Io { tap: &tap, overlay: &overlay };
 
     loop {
         let deadline =
@@ -143,17 +207,37 @@ async fn serve(cfg: Config) -> Result<()> {
             }
         };
         tokio::select! {
-            r = tap.recv(&mut rx) => {
+            r = recv_tap(&tap, &mut rx) => {
                 let n = r.context("reading the TAP device")?;
                 let now = clock.now();
                 node.handle_lan(now, &rx[..n]);
                 // Drain what else is waiting, so one flush (and one bindings write) serves the batch.
-                for _ in 1..RX_BATCH {
-                    match tap.try_recv(&mut rx) {
-                        Ok(n) => node.handle_lan(now, &rx[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e).context("reading the TAP device"),
+                if let Some(t) = &tap {
+                    for _ in 1..RX_BATCH {
+                        match t.try_recv(&mut rx) {
+                            Ok(n) => node.handle_lan(now, &rx[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e).context("reading the TAP device"),
+                        }
                     }
+                }
+            }
+            r = recv_overlay(&overlay, &mut orx) => {
+                match r {
+                    Ok((n, from)) => {
+                        let now = clock.now();
+                        node.handle_overlay(now, from, &orx[..n]);
+                        if let Some(s) = &overlay {
+                            for _ in 1..RX_BATCH {
+                                match s.try_recv_from(&mut orx) {
+                                    Ok((n, from)) => node.handle_overlay(now, from, &orx[..n]),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
+                    // ICMP errors surface as receive errors on a UDP socket: not fatal.
+                    Err(e) => debug!("overlay receive: {e}"),
                 }
             }
             Some((port, from, data)) = up_rx.recv() => {
@@ -185,7 +269,7 @@ async fn serve(cfg: Config) -> Result<()> {
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sigusr1.recv() => info!("stats: {:?}", node.stats()),
         }
-        flush(&mut node, &clock, &mut persist, &tap, &mut tx, &mut upstream, &up_tx).await;
+        flush(&mut node, &clock, &mut persist, &io, &mut tx, &mut upstream, &up_tx).await;
     }
     // Let a write in flight finish, then write once more so remaining durations are fresh.
     if persist.in_flight {
@@ -194,6 +278,12 @@ async fn serve(cfg: Config) -> Result<()> {
     store.store(node.bindings(clock.now())).context("writing the bindings file at shutdown")?;
     info!("bindings saved to {}; stats: {:?}", store.path().display(), node.stats());
     Ok(())
+}
+
+/// Where outputs go.
+struct Io<'a> {
+    tap: &'a Option<tokio_tun::Tun>,
+    overlay: &'a Option<UdpSocket>,
 }
 
 /// The bindings file writer: one write in flight at a time, off the packet path. Changes that arrive
@@ -228,7 +318,7 @@ async fn flush(
     node: &mut DaemonNode,
     clock: &Clock,
     persist: &mut Persist,
-    tap: &tokio_tun::Tun,
+    io: &Io<'_>,
     buf: &mut [u8],
     upstream: &mut HashMap<u16, Arc<UdpSocket>>,
     up_tx: &mpsc::Sender<(u16, SocketAddr, Vec<u8>)>,
@@ -247,16 +337,24 @@ async fn flush(
     while let Some(t) = node.poll_transmit(clock.now(), buf) {
         match t {
             Transmit::Lan(len) => {
-                if let Err(e) = tap.send(&buf[..len]).await {
-                    warn!("TAP write failed: {e}");
+                if let Some(tap) = io.tap {
+                    if let Err(e) = tap.send(&buf[..len]).await {
+                        warn!("TAP write failed: {e}");
+                    }
+                }
+            }
+            Transmit::Overlay { to, len } => {
+                if let Some(sock) = io.overlay {
+                    // A full socket buffer drops the datagram, as a congested link would: never block here.
+                    if let Err(e) = sock.try_send_to(&buf[..len], to) {
+                        debug!("overlay send to {to}: {e}");
+                    }
                 }
             }
             Transmit::Upstream { to, local_port, len } => {
                 send_upstream(upstream, up_tx, to, local_port, &buf[..len]).await;
             }
-            Transmit::Overlay { .. } | Transmit::Egress(_) => {
-                debug!("dropping {t:?}: no overlay or egress in this build");
-            }
+            Transmit::Egress(_) => debug!("dropping {t:?}: no Internet egress in this build"),
         }
     }
 }
