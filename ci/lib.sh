@@ -616,9 +616,9 @@ vt_udp_listening() {
 }
 
 # vt_two_sites_up: the whole topology above, WAN_DELAY / WAN_LOSS (default 0 / 0%) on site B's link. Sets
-# VT_OVERLAY=1 when the daemon accepts the [overlay] contract; with a daemon that does not (P1), both routers
-# run standalone (two disjoint sites on one subnet) and the storage nodes are not started, their configs
-# written all the same. Logs progress as "PASS/FAIL"-free lines on stderr; returns non-zero when a node did not
+# VT_OVERLAY=1 when the daemon takes the [overlay] contract; with one that does not (P1; VT_NO_OVERLAY says
+# why), both routers run standalone (two disjoint sites on one subnet) and the storage nodes are not started,
+# their configs written all the same. Logs progress as "PASS/FAIL"-free lines on stderr; returns non-zero when a node did not
 # come up (VT_UP_ERR says which).
 vt_two_sites_up() {
     local n conf
@@ -642,15 +642,25 @@ vt_two_sites_up() {
         vt_host_add "$n" "${VT_SITE[$n]}" "${VT_HOSTNAME[$n]:-probe-$n}" "${VT_MAC[$n]:-02:00:00:f0:00:0${n#p}}"
     done
     for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}"; do vt_node_config "$n" >/dev/null; done
-    if "$VNGATE" check-config "$VT_WORK/ra.toml" >"$VT_WORK/check-overlay.txt" 2>&1; then
-        VT_OVERLAY=1
+    # Does this vngate take the [overlay] contract? Its config check, then a first storage node that stays up
+    # (a build may parse the section and still refuse to join at start).
+    VT_OVERLAY=0
+    if ! "$VNGATE" check-config "$VT_WORK/ra.toml" >"$VT_WORK/check-overlay.txt" 2>&1; then
+        VT_NO_OVERLAY="check-config: $(head -n 1 "$VT_WORK/check-overlay.txt")"
     else
-        VT_OVERLAY=0
-        vt_log "this vngate refuses the [overlay] contract ($(head -n 1 "$VT_WORK/check-overlay.txt")):" \
-            "running both sites standalone (P1)"
+        vt_node_start s1 "$VT_WORK/s1.toml"
+        if vt_wait_for 10 vt_udp_listening s1 "$VT_WAN_PORT" && sleep 0.5 && kill -0 "${VT_NODE_PID[s1]}" 2>/dev/null
+        then
+            VT_OVERLAY=1
+        else
+            vt_node_stop s1 KILL 1
+            VT_NO_OVERLAY="start: $(grep -v '^ *$' "$VT_WORK/vngate-s1.log" | tail -n 1)"
+        fi
     fi
     if [ "$VT_OVERLAY" = 1 ]; then
-        for n in "${VT_STORAGE[@]}"; do vt_node_start "$n" "$VT_WORK/$n.toml"; done
+        for n in "${VT_STORAGE[@]}"; do
+            [ "$n" = s1 ] || vt_node_start "$n" "$VT_WORK/$n.toml"
+        done
         for n in "${VT_STORAGE[@]}"; do
             vt_wait_for 10 vt_udp_listening "$n" "$VT_WAN_PORT" || {
                 VT_UP_ERR="storage node $n does not listen on UDP $VT_WAN_PORT"
@@ -659,6 +669,7 @@ vt_two_sites_up() {
         done
         for n in "${VT_ROUTERS[@]}"; do vt_node_start "$n" "$VT_WORK/$n.toml"; done
     else
+        vt_log "this vngate does not join an overlay ($VT_NO_OVERLAY): running both sites standalone (P1)"
         for n in "${VT_ROUTERS[@]}"; do
             conf=$VT_WORK/$n-p1.toml
             vt_write_config "$conf" vn0 "$VT_WORK/state-$n"
