@@ -215,8 +215,9 @@ vt_build() {
     if [ -z "${VNGATE:-}" ] || [ -z "${DHCP_PROBE:-}" ]; then
         vt_log "building vngate and dhcp-probe (cargo build $flag)"
         # shellcheck disable=SC2086
-        (cd "$VT_ROOT" && cargo build $flag --quiet -p vngate -p vn-citools) || vt_die "cargo build failed"
+        (cd "$VT_ROOT" && cargo build $flag --quiet -p vngate -p hostctl -p vn-citools) || vt_die "cargo build failed"
     fi
+    HOSTCTL=${HOSTCTL:-$target/$profile/hostctl}
     VNGATE=${VNGATE:-$target/$profile/vngate}
     DHCP_PROBE=${DHCP_PROBE:-$target/$profile/dhcp-probe}
     [ -x "$VNGATE" ] || vt_die "no vngate binary at $VNGATE"

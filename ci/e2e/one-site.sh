@@ -121,6 +121,28 @@ step_ping() {
     vt_check "${VT_HOSTNAME[a]} pings 10.250.0.2" vt_host_exec a ping -c 2 -i 0.2 -W 2 10.250.0.2
 }
 
+# hostctl reads the daemon's status and metrics through its control socket.
+step_status() {
+    local out x
+    if ! out=$("$HOSTCTL" status --socket "$VT_STATE/control.sock" --json 2>&1); then
+        vt_fail "hostctl status: $out"
+        return
+    fi
+    for x in "${VT_HOSTS[@]}"; do
+        if printf '%s' "$out" | grep -q "\"ip\":\"${IP[$x]}\""; then
+            vt_pass "hostctl status lists ${VT_HOSTNAME[$x]}'s binding ${IP[$x]}"
+        else
+            vt_fail "hostctl status does not list ${IP[$x]}: $out"
+        fi
+    done
+    out=$("$HOSTCTL" status --socket "$VT_STATE/control.sock" 2>&1)
+    vt_check "hostctl status (text) names the namespace and 3 bindings" \
+        sh -c "printf '%s' \"\$1\" | grep -q '^bindings   3' && printf '%s' \"\$1\" | grep -q '^namespace  demo'" _ "$out"
+    out=$("$HOSTCTL" metrics --socket "$VT_STATE/control.sock" 2>&1)
+    vt_check "hostctl metrics counts DHCP messages and bindings" \
+        sh -c "printf '%s' \"\$1\" | grep -Eq '^vngate_dhcp_rx_total\{namespace=\"demo\"\} [1-9]' && printf '%s' \"\$1\" | grep -q '^vngate_bindings{namespace=\"demo\"} 3'" _ "$out"
+}
+
 # The router MAC as the hosts learned it for .1; the same on every host, unicast and locally administered.
 step_router_mac() {
     local h m
@@ -377,6 +399,8 @@ if vt_site_up; then
     step_dns
     echo "== ping"
     step_ping
+    echo "== status"
+    step_status
     echo "== ARP"
     step_router_mac
     step_dad

@@ -49,3 +49,47 @@ pub struct Stats {
     /// Pongs dropped: no probe in flight to that endpoint, a wrong nonce or echo, or not trusted.
     pub pongs_unmatched: u64,
 }
+
+impl Stats {
+    /// Every counter with its name, for status output and metrics.
+    pub fn fields(&self) -> [(&'static str, u64); 22] {
+        [
+            ("lan_rx", self.lan_rx),
+            ("lan_tx", self.lan_tx),
+            ("malformed", self.malformed),
+            ("tx_queue_full", self.tx_queue_full),
+            ("event_queue_full", self.event_queue_full),
+            ("ipv6_dropped", self.ipv6_dropped),
+            ("other_dropped", self.other_dropped),
+            ("no_route", self.no_route),
+            ("arp_replies", self.arp_replies),
+            ("arp_rate_limited", self.arp_rate_limited),
+            ("dhcp_rx", self.dhcp_rx),
+            ("dhcp_ignored", self.dhcp_ignored),
+            ("dhcp_checks_full", self.dhcp_checks_full),
+            ("dns_rx", self.dns_rx),
+            ("dns_forwarded", self.dns_forwarded),
+            ("dns_dropped", self.dns_dropped),
+            ("dns_upstream_dropped", self.dns_upstream_dropped),
+            ("dns_upstream_timeouts", self.dns_upstream_timeouts),
+            ("icmp_echo_replies", self.icmp_echo_replies),
+            ("stopped_drops", self.stopped_drops),
+            ("peers_full", self.peers_full),
+            ("pongs_unmatched", self.pongs_unmatched),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_lists_every_counter() {
+        // Debug prints every field as `name: value`; a counter missing from `fields` fails here.
+        let debug = std::format!("{:?}", Stats::default());
+        assert_eq!(debug.matches(": 0").count(), Stats::default().fields().len());
+        let s = Stats { malformed: 7, ..Stats::default() };
+        assert!(s.fields().contains(&("malformed", 7)));
+    }
+}

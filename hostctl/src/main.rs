@@ -23,6 +23,89 @@ enum Command {
     /// Daemon configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// A daemon's node, namespace, bindings and counters (through its control socket).
+    Status {
+        /// The daemon's control socket (in its state directory).
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the daemon's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A daemon's counters in the Prometheus text format.
+    Metrics {
+        /// The daemon's control socket (in its state directory).
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+const DEFAULT_SOCKET: &str = "/var/lib/vngate/control.sock";
+
+/// Send one request line to the daemon and read its whole answer.
+fn ask(socket: &std::path::Path, request: &str) -> Result<String> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach the daemon at {} (is vngate running? is --socket right? are you root?)",
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    s.write_all(b"\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).context("reading the daemon's answer")?;
+    if out.is_empty() {
+        bail!("the daemon closed the connection without an answer");
+    }
+    Ok(out)
+}
+
+fn print_status(v: &serde_json::Value) -> Result<()> {
+    if let Some(e) = v.get("error") {
+        bail!("the daemon refused: {e}");
+    }
+    let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+    println!("node       {} ({}, vngate {})", s("/node/id"), s("/node/mode"), s("/node/version"));
+    println!(
+        "namespace  {} {} domain {} pool {}",
+        s("/namespace/name"),
+        s("/namespace/subnet"),
+        s("/namespace/domain"),
+        s("/namespace/pool")
+    );
+    println!(
+        "service    dns {} gateway {} router MAC {}",
+        s("/namespace/dns"),
+        s("/namespace/gateway"),
+        s("/namespace/router_mac")
+    );
+    let bindings = v.get("bindings").and_then(|b| b.as_array()).cloned().unwrap_or_default();
+    println!("bindings   {}", bindings.len());
+    if !bindings.is_empty() {
+        println!("  {:<16} {:<18} {:<24} {:>9}", "address", "mac", "hostname", "remaining");
+        for b in &bindings {
+            let f = |k: &str| b.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+            let host = f("hostname");
+            println!(
+                "  {:<16} {:<18} {:<24} {:>8}s",
+                f("ip"),
+                f("mac"),
+                if host.is_empty() { "-".into() } else { host },
+                b.get("remaining_s").and_then(|x| x.as_u64()).unwrap_or(0)
+            );
+        }
+    }
+    if let Some(stats) = v.get("stats").and_then(|x| x.as_object()) {
+        let nonzero: Vec<String> =
+            stats.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{k}={n}")).collect();
+        println!(
+            "counters   {}",
+            if nonzero.is_empty() { "all zero".to_string() } else { nonzero.join(" ") }
+        );
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -78,6 +161,17 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Status { socket, json } => {
+            let answer = ask(&socket, r#"{"cmd":"status"}"#)?;
+            if json {
+                println!("{answer}");
+            } else {
+                let v: serde_json::Value =
+                    serde_json::from_str(&answer).context("the daemon's answer is not JSON")?;
+                print_status(&v)?;
+            }
+        }
+        Command::Metrics { socket } => print!("{}", ask(&socket, r#"{"cmd":"metrics"}"#)?),
         Command::Config(ConfigCmd::Init { name, subnet, pool, tap, state_dir, upstream_dns, out, force }) => {
             let mut id = [0u8; 16];
             getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("the OS random generator failed: {e}"))?;

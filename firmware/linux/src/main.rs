@@ -6,6 +6,7 @@
 //! to the random port vn-core picked for each.
 
 mod config;
+mod control;
 mod identity;
 mod persist;
 mod runtime;

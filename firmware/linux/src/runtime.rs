@@ -196,6 +196,8 @@ async fn serve(cfg: Config) -> Result<()> {
     let mut persist =
         Persist { dirty: false, in_flight: false, retry_at: None, tx: persist_tx, store: store.clone() };
     let io = Io { tap: &tap, overlay: &overlay };
+    let (ctl_path, mut ctl_rx) = crate::control::listen(&cfg.state_dir)?;
+    info!("control socket {}", ctl_path.display());
 
     loop {
         let deadline =
@@ -268,6 +270,17 @@ async fn serve(cfg: Config) -> Result<()> {
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sigusr1.recv() => info!("stats: {:?}", node.stats()),
+            Some((req, reply)) = ctl_rx.recv() => {
+                let body = match req {
+                    crate::control::Request::Status => status_json(&node, &cfg, &identity, clock.now()),
+                    crate::control::Request::Metrics => crate::control::metrics(
+                        &cfg.params.name,
+                        &node.stats().fields(),
+                        node.bindings(clock.now()).count(),
+                    ),
+                };
+                crate::control::answer(reply, body);
+            }
         }
         flush(&mut node, &clock, &mut persist, &io, &mut tx, &mut upstream, &up_tx).await;
     }
@@ -278,6 +291,48 @@ async fn serve(cfg: Config) -> Result<()> {
     store.store(node.bindings(clock.now())).context("writing the bindings file at shutdown")?;
     info!("bindings saved to {}; stats: {:?}", store.path().display(), node.stats());
     Ok(())
+}
+
+/// The answer to `hostctl status`.
+fn status_json(
+    node: &DaemonNode,
+    cfg: &Config,
+    identity: &crate::identity::Identity,
+    now: Instant,
+) -> String {
+    use serde_json::json;
+    let site = node.site();
+    let me = json!({
+        "id": hex::encode(identity.node_id.0),
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": if cfg.tap.is_some() { "router" } else { "storage" },
+        "tap": cfg.tap,
+    });
+    let ns = json!({
+        "name": site.params.name.as_str(),
+        "id": hex::encode(site.params.id),
+        "subnet": site.params.subnet.to_string(),
+        "domain": site.params.domain.as_str(),
+        "pool": format!("{}-{}", site.params.pool.first, site.params.pool.last),
+        "mtu": site.params.mtu,
+        "egress": site.params.egress,
+        "dns": site.dns_addr.to_string(),
+        "gateway": site.gateway_addr.to_string(),
+        "router_mac": site.router_mac.to_string(),
+    });
+    let bindings = node
+        .bindings(now)
+        .map(|b| {
+            json!({
+                "ip": b.ip.to_string(),
+                "mac": b.mac.to_string(),
+                "hostname": b.hostname.as_str(),
+                "client_id": hex::encode(&b.client_id),
+                "remaining_s": b.remaining.secs(),
+            })
+        })
+        .collect();
+    crate::control::status(me, ns, bindings, &node.stats().fields())
 }
 
 /// Where outputs go.
