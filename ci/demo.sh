@@ -109,7 +109,7 @@ demo_two_site() {
         # shellcheck disable=SC2046
         exec bash "$0" --one-site $([ "$keep" = 1 ] && echo --keep)
     fi
-    sleep "${VT_SETTLE:-2}"
+    vt_overlay_settle "${VT_SETTLE:-15}" || vt_log "not every node sees all its peers yet; going on"
     vt_clients_up
 
     echo

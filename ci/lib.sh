@@ -616,6 +616,24 @@ vt_udp_listening() {
     ip netns exec "$(vt_ns "$1")" ss -Hlun "sport = :$2" 2>/dev/null | grep -q .
 }
 
+# vt_peers_up SHORT: how many distinct endpoints node SHORT has logged "event PeerUp" for.
+vt_peers_up() {
+    grep -o 'PeerUp id=[^ ]* endpoint=[0-9.:]*' "$VT_WORK/vngate-$1.log" 2>/dev/null | sed 's/.*endpoint=//' |
+        sort -u | wc -l
+}
+
+# vt_overlay_settle [SECONDS]: wait (bounded, 15 s by default) until every node has logged PeerUp for the
+# other four; returns non-zero if some node has not by then.
+vt_overlay_settle() {
+    vt_wait_for "${1:-15}" vt_all_peers_up
+}
+vt_all_peers_up() {
+    local n
+    for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}"; do
+        [ "$(vt_peers_up "$n")" -ge 4 ] || return 1
+    done
+}
+
 # vt_two_sites_up: the whole topology above, WAN_DELAY / WAN_LOSS (default 0 / 0%) on site B's link. Sets
 # VT_OVERLAY=1 when the daemon takes the [overlay] contract; with one that does not (P1; VT_NO_OVERLAY says
 # why), both routers run standalone (two disjoint sites on one subnet) and the storage nodes are not started,

@@ -343,8 +343,20 @@ step_wan
 echo "== configs and nodes"
 step_configs
 step_nodes
-# Let the overlay find its peers before the first DISCOVER (bounded; the clients retry anyway).
-sleep "${VT_SETTLE:-2}"
+if [ "$VT_OVERLAY" = 1 ]; then
+    # Let the overlay find its peers before the first DISCOVER (bounded; the clients retry anyway).
+    t0=$SECONDS
+    vt_overlay_settle "${VT_SETTLE:-15}"
+    up=$(for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}"; do printf '%s:%s ' "$n" "$(vt_peers_up "$n")"; done)
+    vt_log "peers up after $((SECONDS - t0)) s: $up"
+    for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}"; do
+        if [ "$(vt_peers_up "$n")" -ge 1 ]; then
+            vt_pass "$n sees $(vt_peers_up "$n") of its 4 peers up"
+        else
+            vt_fail "$n logged no PeerUp within ${VT_SETTLE:-15} s"
+        fi
+    done
+fi
 echo "== leases"
 vt_clients_up
 step_leases
