@@ -268,7 +268,7 @@ step_storage_loss() {
     local n h c ip rc out r p all w="with s1, s2 dead:"
     if [ "$VT_OVERLAY" = 1 ]; then
         for n in s1 s2; do
-            vt_node_stop "$n" KILL 5
+            vt_node_stop "$n" KILL 5 2>/dev/null
             rc=$?
             vt_expect "storage node $n killed with SIGKILL" "$rc" 137
         done
