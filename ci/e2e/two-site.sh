@@ -36,7 +36,9 @@ if [ "${WAN_BOTH:-0}" = 1 ] && [ "${1:-}" != --cleanup ]; then
         read -r d l <<<"$wan"
         echo "##### two-site at WAN_DELAY=$d WAN_LOSS=$l"
         WAN_BOTH=0 WAN_DELAY=$d WAN_LOSS=$l bash "$0" 2>&1 | tee "$last"
-        if [[ "$(tail -n 1 "$last")" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        # (the run's own summary line; its cleanup may log after it)
+        if [[ "$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$last" | tail -n 1)" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]
+        then
             p=$((p + BASH_REMATCH[1]))
             f=$((f + BASH_REMATCH[2]))
         else
