@@ -33,13 +33,18 @@ impl core::fmt::Debug for NodeId {
     }
 }
 
+/// Write the first 8 bytes of a 32-byte hash in hex: enough to tell ids and keys apart in logs.
+pub(crate) fn fmt_short_hex(bytes: &[u8; 32], f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    for b in &bytes[..8] {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
 impl core::fmt::Display for NodeId {
-    /// The first 8 bytes in hex: enough to tell nodes apart in logs.
+    /// The first 8 bytes in hex.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        fmt_short_hex(&self.0, f)
     }
 }
 

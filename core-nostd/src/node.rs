@@ -17,8 +17,10 @@ use crate::arp::{ArpOutcome, ArpProxy};
 use crate::config::Site;
 use crate::dhcp::{Allocator, Binding, DhcpServer, LocalPool};
 use crate::dns::DnsServer;
+use crate::encap::{self, MtuVerdict, PmtuGuard};
 use crate::event::Event;
-use crate::queue::{Cx, Outbox, Transmit};
+use crate::overlay::{Overlay, OverlayConfig};
+use crate::queue::{Cx, Dest, Outbox, Transmit};
 use crate::rand::Rng;
 use crate::stats::Stats;
 use crate::wire::{self, UdpMeta, ETHERTYPE_RARP};
@@ -47,6 +49,8 @@ pub struct Node<
     pool: LocalPool,
     dns: DnsServer<DNSQ>,
     started: bool,
+    overlay: Option<Overlay>,
+    pmtu: PmtuGuard,
 }
 
 /// The defaults: 64 leases, 256 hosts, 32 DNS queries, 16 outputs, 32 events (about 26 KiB of queue).
@@ -67,7 +71,65 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             dhcp: DhcpServer::new(),
             dns: DnsServer::new(),
             started: false,
+            overlay: None,
+            pmtu: PmtuGuard::new(),
         }
+    }
+
+    /// A node for `site` that joins the overlay (P2): membership, the DHT, addresses claimed in the
+    /// DHT, routes to other sites (see [`crate::overlay`]). With `overlay.lan` false it is a standalone
+    /// storage node: it ignores the LAN side entirely.
+    pub fn with_overlay(site: Site, seed: u64, overlay: OverlayConfig) -> Self {
+        let mut n = Self::new(site, seed);
+        let dht_seed = n.rng.next_u32() as u64 | (u64::from(n.rng.next_u32()) << 32);
+        n.overlay = Some(Overlay::new(&n.site, dht_seed, overlay));
+        n
+    }
+
+    /// The overlay state, when the node joined one.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        self.overlay.as_ref()
+    }
+
+    fn serves_lan(&self) -> bool {
+        self.overlay.as_ref().is_none_or(|o| o.lan())
+    }
+
+    /// Passes the finished route reads to proxy ARP.
+    fn drain_routes(&mut self, now: Instant) {
+        let Some(o) = self.overlay.as_mut() else { return };
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        while let Some((ip, found)) = o.take_route_done() {
+            self.arp.lookup_done(&mut cx, &self.site, ip, found);
+        }
+    }
+
+    /// Tells the overlay about leases granted and ended since event `from`.
+    fn leases_changed(&mut self, now: Instant, from: usize) {
+        let Some(o) = self.overlay.as_mut() else { return };
+        // Bounded: a change beyond it (many leases ending at once) leaves the address claimed and
+        // bound in the pool until it is granted or ends again; never a double claim.
+        let mut changes: heapless::Vec<(bool, Ipv4Address), 64> = heapless::Vec::new();
+        for ev in self.out.events.iter().skip(from) {
+            match *ev {
+                Event::LeaseGranted { ip, .. } => {
+                    let _ = changes.push((true, ip));
+                }
+                Event::LeaseEnded { ip, .. } => {
+                    let _ = changes.push((false, ip));
+                }
+                _ => {}
+            }
+        }
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        for (granted, ip) in changes {
+            if granted {
+                o.lease_granted(&mut cx, ip);
+            } else {
+                o.lease_ended(&mut cx, ip);
+            }
+        }
+        o.pump_with(&mut cx, &self.site);
     }
 
     /// The site this node serves.
@@ -86,6 +148,10 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         let ok = self.dhcp.restore(now, &self.site, binding);
         if ok {
             self.arp.learn(now, &self.site, binding.mac, binding.ip);
+            if let Some(o) = self.overlay.as_mut() {
+                let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+                o.restore(&mut cx, binding.ip);
+            }
         }
         ok
     }
@@ -131,8 +197,14 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
     fn ensure_started(&mut self, now: Instant) {
         if !self.started {
             self.started = true;
-            let (mut cx, site, arp, ..) = self.cx_parts(now);
-            arp.announce(&mut cx, site);
+            let serves_lan = self.serves_lan();
+            let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            if serves_lan {
+                self.arp.announce(&mut cx, &self.site);
+            }
+            if let Some(o) = self.overlay.as_mut() {
+                o.start(&mut cx);
+            }
         }
     }
 
@@ -141,6 +213,10 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
     pub fn handle_lan(&mut self, now: Instant, frame: &[u8]) {
         self.ensure_started(now);
         self.stats.lan_rx += 1;
+        if !self.serves_lan() {
+            self.stats.other_dropped += 1;
+            return;
+        }
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             self.stats.malformed += 1;
             return;
@@ -172,10 +248,24 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                 return;
             }
         };
-        let (mut cx, site, arp, dhcp, pool, _) = self.cx_parts(now);
-        if let ArpOutcome::Seen { ip, mac } = arp.handle_arp(&mut cx, site, src_mac, &repr) {
-            dhcp.on_address_seen(&mut cx, site, pool, ip, mac);
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        let site = &self.site;
+        let outcome = match self.overlay.as_mut() {
+            Some(o) => {
+                let outcome = self.arp.handle_arp_with(&mut cx, site, o, src_mac, &repr);
+                o.pump_with(&mut cx, site);
+                outcome
+            }
+            None => self.arp.handle_arp(&mut cx, site, src_mac, &repr),
+        };
+        if let ArpOutcome::Seen { ip, mac } = outcome {
+            let alloc: &mut dyn Allocator = match self.overlay.as_mut() {
+                Some(o) => o.allocator(now),
+                None => &mut self.pool,
+            };
+            self.dhcp.on_address_seen(&mut cx, site, alloc, ip, mac);
         }
+        self.drain_routes(now);
     }
 
     fn lan_ipv4(&mut self, now: Instant, src_mac: EthernetAddress, dst_mac: EthernetAddress, payload: &[u8]) {
@@ -206,11 +296,16 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                     return;
                 }
                 let events_before = self.out.events.len();
-                let (mut cx, site, _arp, dhcp, pool, dns) = self.cx_parts(now);
+                let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+                let (site, dhcp, dns) = (&self.site, &mut self.dhcp, &mut self.dns);
                 match dst_port {
                     DHCP_SERVER_PORT => {
                         cx.stats.dhcp_rx += 1;
-                        dhcp.handle(&mut cx, site, pool, &meta, udp_payload);
+                        let alloc: &mut dyn Allocator = match self.overlay.as_mut() {
+                            Some(o) => o.allocator(now),
+                            None => &mut self.pool,
+                        };
+                        dhcp.handle(&mut cx, site, alloc, &meta, udp_payload);
                         // A lease granted to a host on this LAN teaches the MAC->IP index at once
                         // (before the host sends anything from its new address).
                         for ev in self.out.events.iter().skip(events_before) {
@@ -220,6 +315,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                                 }
                             }
                         }
+                        self.leases_changed(now, events_before);
                     }
                     DNS_PORT if dst == site.dns_addr => {
                         cx.stats.dns_rx += 1;
@@ -230,8 +326,15 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             }
             IpProtocol::Icmp if for_service => self.echo_reply(src_mac, &repr, body),
             _ if broadcast || dst.is_multicast() => self.stats.other_dropped += 1,
+            _ if dst_mac == self.site.router_mac
+                && self.site.params.is_vn_host(dst)
+                && self.overlay.is_some() =>
+            {
+                let len = usize::from(ip.total_len()).min(payload.len());
+                self.tunnel(now, src, dst, &payload[..len])
+            }
             _ if dst_mac == self.site.router_mac => {
-                // Remote VN destinations (P2) and the Internet egress (P4) are not served yet.
+                // The Internet egress (P4) is not served yet.
                 self.stats.no_route += 1;
             }
             _ => self.stats.other_dropped += 1,
@@ -291,11 +394,140 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         }
     }
 
-    /// A datagram from the overlay socket. The overlay comes with P2; until then every datagram is
-    /// counted as dropped.
-    pub fn handle_overlay(&mut self, now: Instant, _from: SocketAddr, _datagram: &[u8]) {
+    /// An IPv4 packet from the LAN to the router MAC for VN host `dst`: tunnelled to `dst`'s owner when
+    /// `src` is an address this node holds and the route is known; otherwise dropped and counted (an
+    /// unknown route starts a read, so a retransmission finds it).
+    fn tunnel(&mut self, now: Instant, src: Ipv4Address, dst: Ipv4Address, packet: &[u8]) {
+        let Some(o) = self.overlay.as_mut() else { return };
+        if !o.holds_ip(now, src) {
+            self.stats.overlay_src_not_owned += 1;
+            return;
+        }
+        let Some((_owner, to)) = o.route(now, dst) else {
+            self.stats.no_route += 1;
+            o.resolve(now, dst);
+            let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            o.pump_with(&mut cx, &self.site);
+            return;
+        };
+        let mut frame = [0u8; encap::MAX_FRAME];
+        let flen = wire::ETHERNET_HEADER_LEN + packet.len();
+        let Some(f) = frame.get_mut(..flen) else {
+            self.stats.overlay_too_big += 1;
+            return;
+        };
+        {
+            let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+            smoltcp::wire::EthernetRepr {
+                src_addr: self.site.router_mac,
+                dst_addr: self.site.router_mac,
+                ethertype: EthernetProtocol::Ipv4,
+            }
+            .emit(&mut eth);
+            eth.payload_mut().copy_from_slice(packet);
+        }
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        match self.pmtu.check(&mut cx, &self.site, f) {
+            MtuVerdict::Fits => {}
+            _ => {
+                cx.stats.overlay_too_big += 1;
+                return;
+            }
+        }
+        let counter = o.next_counter();
+        let mtu = self.site.params.mtu;
+        let ok = cx.out.push(cx.stats, Dest::Overlay(to), false, &mut |buf| {
+            let n = encap::encapsulate(f, 0, counter, buf).ok()?;
+            let ip_at = wire::overlay::HEADER_LEN + wire::ETHERNET_HEADER_LEN;
+            if let Some(ip) = buf.get_mut(ip_at..ip_at + packet.len()) {
+                encap::clamp_mss(ip, mtu);
+            }
+            Some(n)
+        });
+        if ok {
+            cx.stats.overlay_tx_frames += 1;
+        }
+    }
+
+    /// A data message from the overlay: delivered to the LAN host that owns the destination, only when
+    /// the inner source belongs to the sending node (source validation) and the destination is held
+    /// here and known on the LAN.
+    fn deliver(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(o) = self.overlay.as_mut() else { return };
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        let Some(sender) = o.sender(&mut cx, from) else {
+            o.unknown_sender(&mut cx, from);
+            return;
+        };
+        let Ok((_, frame)) = encap::decapsulate(datagram) else {
+            cx.stats.malformed += 1;
+            return;
+        };
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            cx.stats.malformed += 1;
+            return;
+        };
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            cx.stats.other_dropped += 1;
+            return;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            cx.stats.malformed += 1;
+            return;
+        };
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        match o.route(now, src) {
+            Some((owner, _)) if owner == sender => {}
+            Some(_) => {
+                cx.stats.overlay_src_invalid += 1;
+                return;
+            }
+            None => {
+                // Not known yet: drop, and read the source's owner so the next packet passes.
+                cx.stats.overlay_src_invalid += 1;
+                if self.site.params.is_vn_host(src) {
+                    o.resolve(now, src);
+                    o.pump_with(&mut cx, &self.site);
+                }
+                return;
+            }
+        }
+        let host = self.arp.mac_of(dst).filter(|_| o.holds_ip(now, dst));
+        let Some(host_mac) = host else {
+            cx.stats.overlay_dst_unknown += 1;
+            return;
+        };
+        let router_mac = self.site.router_mac;
+        let ok = cx.out.push(cx.stats, Dest::Lan, false, &mut |buf| {
+            let out = buf.get_mut(..frame.len())?;
+            out.copy_from_slice(frame);
+            let mut e = EthernetFrame::new_unchecked(out);
+            e.set_dst_addr(host_mac);
+            e.set_src_addr(router_mac);
+            Some(frame.len())
+        });
+        if ok {
+            cx.stats.overlay_rx_frames += 1;
+        }
+    }
+
+    /// A datagram from the overlay socket: control messages (hellos, probes, the DHT) and data
+    /// messages. Without an overlay every datagram is counted as dropped.
+    pub fn handle_overlay(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.ensure_started(now);
-        self.stats.other_dropped += 1;
+        self.stats.overlay_rx += 1;
+        use crate::wire::overlay::{classify, Class, MessageType};
+        let serves_lan = self.serves_lan();
+        match (classify(datagram), self.overlay.as_mut()) {
+            (Class::Vngate(MessageType::Control), Some(o)) => {
+                let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+                o.handle_control(&mut cx, from, datagram);
+                o.pump_with(&mut cx, &self.site);
+            }
+            (Class::Vngate(MessageType::Data), Some(_)) if serves_lan => self.deliver(now, from, datagram),
+            _ => self.stats.other_dropped += 1,
+        }
+        self.drain_routes(now);
     }
 
     /// An answer to one of the node's own upstream queries (DNS forwarding), received on `local_port`.
@@ -307,10 +539,24 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
     /// Run timers. Safe to call at any time.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ensure_started(now);
-        let (mut cx, site, arp, dhcp, pool, dns) = self.cx_parts(now);
-        arp.handle_timeout(&mut cx, site);
-        dhcp.handle_timeout(&mut cx, site, pool);
-        dns.handle_timeout(&mut cx, site);
+        let events_before = self.out.events.len();
+        let serves_lan = self.serves_lan();
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        let site = &self.site;
+        if serves_lan {
+            self.arp.handle_timeout(&mut cx, site);
+            let alloc: &mut dyn Allocator = match self.overlay.as_mut() {
+                Some(o) => o.allocator(now),
+                None => &mut self.pool,
+            };
+            self.dhcp.handle_timeout(&mut cx, site, alloc);
+            self.dns.handle_timeout(&mut cx, site);
+        }
+        if let Some(o) = self.overlay.as_mut() {
+            o.handle_timeout(&mut cx, site);
+        }
+        self.leases_changed(now, events_before);
+        self.drain_routes(now);
     }
 
     /// When [`Node::handle_timeout`] should next run. `Some(Instant::ZERO)`-like past values mean "now".
@@ -318,7 +564,13 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         if !self.started {
             return Some(Instant::ZERO);
         }
-        [self.arp.poll_at(), self.dhcp.poll_at(), self.dns.poll_at()].into_iter().flatten().min()
+        let lan = if self.serves_lan() {
+            [self.arp.poll_at(), self.dhcp.poll_at(), self.dns.poll_at()]
+        } else {
+            [None; 3]
+        };
+        let overlay = self.overlay.as_ref().and_then(|o| o.poll_at());
+        lan.into_iter().chain([overlay]).flatten().min()
     }
 
     /// Copy the next output into `buf`. Returns `None` when nothing can leave now (empty, or the head
@@ -346,9 +598,13 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         self.arp.mac_of(ip)
     }
 
-    /// The allocator this node hands addresses from.
+    /// The allocator this node hands addresses from: the local pool, or with an overlay the
+    /// addresses claimed in the DHT.
     pub fn allocator(&self) -> &dyn Allocator {
-        &self.pool
+        match &self.overlay {
+            Some(o) => o.pool(),
+            None => &self.pool,
+        }
     }
 }
 

@@ -48,11 +48,34 @@ pub struct Stats {
     pub peers_full: u64,
     /// Pongs dropped: no probe in flight to that endpoint, a wrong nonce or echo, or not trusted.
     pub pongs_unmatched: u64,
+    /// Overlay datagrams received.
+    pub overlay_rx: u64,
+    /// Hellos of another namespace, dropped.
+    pub overlay_wrong_namespace: u64,
+    /// Overlay messages from an endpoint that is no known peer (or DHT messages to a node whose
+    /// endpoint we do not know), dropped.
+    pub overlay_unknown_peer: u64,
+    /// Address claims not kept: the pool table was full.
+    pub overlay_pool_full: u64,
+    /// Address claims that failed (no quorum in time, no replicas).
+    pub overlay_claims_failed: u64,
+    /// Frames tunnelled to another node.
+    pub overlay_tx_frames: u64,
+    /// Frames from the overlay delivered to the LAN.
+    pub overlay_rx_frames: u64,
+    /// LAN frames not tunnelled: their source is no address this node holds.
+    pub overlay_src_not_owned: u64,
+    /// Overlay frames dropped: their source is not owned by the sending node (or not known yet).
+    pub overlay_src_invalid: u64,
+    /// Overlay frames dropped: the destination is not held here or not known on the LAN.
+    pub overlay_dst_unknown: u64,
+    /// LAN frames dropped at the VN MTU (too big; an ICMP error may have been sent).
+    pub overlay_too_big: u64,
 }
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 22] {
+    pub fn fields(&self) -> [(&'static str, u64); 33] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -76,6 +99,17 @@ impl Stats {
             ("stopped_drops", self.stopped_drops),
             ("peers_full", self.peers_full),
             ("pongs_unmatched", self.pongs_unmatched),
+            ("overlay_rx", self.overlay_rx),
+            ("overlay_wrong_namespace", self.overlay_wrong_namespace),
+            ("overlay_unknown_peer", self.overlay_unknown_peer),
+            ("overlay_pool_full", self.overlay_pool_full),
+            ("overlay_claims_failed", self.overlay_claims_failed),
+            ("overlay_tx_frames", self.overlay_tx_frames),
+            ("overlay_rx_frames", self.overlay_rx_frames),
+            ("overlay_src_not_owned", self.overlay_src_not_owned),
+            ("overlay_src_invalid", self.overlay_src_invalid),
+            ("overlay_dst_unknown", self.overlay_dst_unknown),
+            ("overlay_too_big", self.overlay_too_big),
         ]
     }
 }

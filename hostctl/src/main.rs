@@ -97,6 +97,38 @@ fn print_status(v: &serde_json::Value) -> Result<()> {
             );
         }
     }
+    if let Some(o) = v.get("overlay").filter(|o| !o.is_null()) {
+        let n = |p: &str| o.pointer(p).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "overlay    {} DHT members, storage ready {}, {} keys stored, node record {} s left",
+            n("/dht_members"),
+            n("/storage_ready"),
+            n("/stored_keys"),
+            n("/node_lease_s")
+        );
+        let owned: Vec<String> = o
+            .get("owned")
+            .and_then(|x| x.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        println!("owned      {} ({} free in the pre-claimed pool)", owned.join(" "), n("/pool_free"));
+        let peers = o.get("peers").and_then(|x| x.as_array()).cloned().unwrap_or_default();
+        println!("peers      {}", peers.len());
+        for p in &peers {
+            let f =
+                |k: &str| p.get(k).map(|x| x.to_string().trim_matches('"').to_string()).unwrap_or_default();
+            let rtt =
+                p.get("rtt_ms").and_then(|x| x.as_f64()).map(|r| format!("{r:.1} ms")).unwrap_or("-".into());
+            println!(
+                "  {:<16} {:<22} {:<5} {:<8} rtt {}",
+                f("id"),
+                f("endpoint"),
+                if f("up") == "true" { "up" } else { "down" },
+                f("path"),
+                rtt
+            );
+        }
+    }
     if let Some(stats) = v.get("stats").and_then(|x| x.as_object()) {
         let nonzero: Vec<String> =
             stats.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{k}={n}")).collect();

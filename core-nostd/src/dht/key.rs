@@ -104,10 +104,7 @@ impl core::fmt::Debug for Key {
 impl core::fmt::Display for Key {
     /// The first 8 bytes in hex.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        crate::id::fmt_short_hex(&self.0, f)
     }
 }
 

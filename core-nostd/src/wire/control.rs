@@ -35,7 +35,9 @@ pub const HEADER_LEN: usize = 2;
 /// Most contact endpoints a hello carries (LAN, public, IPv6, rendezvous-learned).
 pub const MAX_ENDPOINTS: usize = 4;
 /// Number of body variants this version knows; a higher variant index is [`ParseError::UnknownKind`].
-const KINDS: u8 = 4;
+const KINDS: u8 = 5;
+/// Most members one [`ControlRepr::Members`] message lists (about 700 bytes with IPv6 endpoints).
+pub const MAX_MEMBERS: usize = 16;
 
 mod field {
     pub const TYPE: usize = 0;
@@ -151,7 +153,20 @@ pub struct Pong {
     pub echo: u64,
 }
 
+/// One known node of the namespace, as [`ControlRepr::Members`] spreads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its node id.
+    pub node_id: NodeId,
+    /// Its roles (a storage node has [`Roles::DHT`]).
+    pub roles: Roles,
+    /// Where it can be reached.
+    pub endpoint: SocketAddr,
+}
+
 /// A control message.
+// No heap to box the member list into: a control message is built on the stack and sent at once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlRepr<'a> {
     /// Who the sender is.
@@ -162,6 +177,9 @@ pub enum ControlRepr<'a> {
     Pong(Pong),
     /// A DHT message, carried as is (crate::dht defines it).
     Dht(&'a [u8]),
+    /// Nodes the sender knows (sent in answer to a hello), so membership spreads: every node learns
+    /// every storage member from any one it knows.
+    Members(heapless::Vec<MemberInfo, MAX_MEMBERS>),
 }
 
 /// The wire form of an endpoint: the address's bytes and the port.
@@ -180,18 +198,27 @@ struct WireHello {
 }
 
 #[derive(Serialize, Deserialize)]
+struct WireMember {
+    node_id: [u8; 32],
+    roles: u8,
+    endpoint: WireEndpoint,
+}
+
+#[derive(Serialize, Deserialize)]
 struct WireProbe {
     nonce: u64,
     time: u64,
 }
 
 /// The body as postcard sees it. Variant order is the wire's kind byte: append only.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 enum Body<'a> {
     Hello(WireHello),
     Ping(WireProbe),
     Pong(WireProbe),
     Dht(&'a [u8]),
+    Members(heapless::Vec<WireMember, MAX_MEMBERS>),
 }
 
 fn endpoint_to_wire(a: &SocketAddr) -> WireEndpoint {
@@ -227,6 +254,15 @@ impl<'a> ControlRepr<'a> {
             Self::Ping(p) => Body::Ping(WireProbe { nonce: p.nonce, time: p.sent }),
             Self::Pong(p) => Body::Pong(WireProbe { nonce: p.nonce, time: p.echo }),
             Self::Dht(b) => Body::Dht(b),
+            Self::Members(ms) => Body::Members(
+                ms.iter()
+                    .map(|m| WireMember {
+                        node_id: m.node_id.0,
+                        roles: m.roles.0,
+                        endpoint: endpoint_to_wire(&m.endpoint),
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -247,6 +283,15 @@ impl<'a> ControlRepr<'a> {
             Body::Ping(p) => Self::Ping(Ping { nonce: p.nonce, sent: p.time }),
             Body::Pong(p) => Self::Pong(Pong { nonce: p.nonce, echo: p.time }),
             Body::Dht(b) => Self::Dht(b),
+            Body::Members(ms) => Self::Members(
+                ms.iter()
+                    .map(|m| MemberInfo {
+                        node_id: NodeId(m.node_id),
+                        roles: Roles(m.roles),
+                        endpoint: endpoint_from_wire(&m.endpoint),
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -400,6 +445,28 @@ mod tests {
     /// A DHT message of three opaque bytes.
     static DHT_BYTES: [u8; 7] = [0xC1, 0x01, 0x03, 0x03, 0xde, 0xad, 0x01];
 
+    /// Members: node 11.. (roles DHT) at 192.0.2.7:4500.
+    #[rustfmt::skip]
+    static MEMBERS_BYTES: [u8; 44] = [
+        0xC1, 0x01, 0x04, // kind: Members
+        0x01, // one member
+        0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+        0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+        0x01, // roles
+        0x00, 192, 0, 2, 7, 0x94, 0x23, // V4, 4500 as a varint
+    ];
+
+    fn members() -> heapless::Vec<MemberInfo, MAX_MEMBERS> {
+        let mut v = heapless::Vec::new();
+        v.push(MemberInfo {
+            node_id: NodeId([0x11; 32]),
+            roles: Roles::DHT,
+            endpoint: "192.0.2.7:4500".parse().unwrap(),
+        })
+        .unwrap();
+        v
+    }
+
     fn hello() -> Hello {
         let mut endpoints = heapless::Vec::new();
         endpoints.push("192.0.2.1:51820".parse().unwrap()).unwrap();
@@ -415,8 +482,9 @@ mod tests {
     const PING: Ping = Ping { nonce: 0x0102_0304_0506_0708, sent: 1_000_000 };
     const PONG: Pong = Pong { nonce: 0x0102_0304_0506_0708, echo: 1_000_000 };
 
-    fn goldens() -> [(ControlRepr<'static>, &'static [u8]); 4] {
+    fn goldens() -> [(ControlRepr<'static>, &'static [u8]); 5] {
         [
+            (ControlRepr::Members(members()), &MEMBERS_BYTES[..]),
             (ControlRepr::Hello(hello()), &HELLO_BYTES[..]),
             (ControlRepr::Ping(PING), &PING_BYTES[..]),
             (ControlRepr::Pong(PONG), &PONG_BYTES[..]),
@@ -470,8 +538,8 @@ mod tests {
             "control message version 2 not supported (this node speaks 1)"
         );
         b[1] = 1;
-        b[2] = 4;
-        assert_eq!(parse(&b), Err(ParseError::UnknownKind(4)));
+        b[2] = 5;
+        assert_eq!(parse(&b), Err(ParseError::UnknownKind(5)));
         b[2] = 0x80; // a multi-byte variant index
         assert_eq!(parse(&b), Err(ParseError::UnknownKind(0x80)));
         // Cut anywhere inside the body: malformed, never a panic.
@@ -559,6 +627,12 @@ mod tests {
         fn probes_round_trip(nonce: u64, time: u64) {
             round_trip(&ControlRepr::Ping(Ping { nonce, sent: time }))?;
             round_trip(&ControlRepr::Pong(Pong { nonce, echo: time }))?;
+        }
+
+        #[test]
+        fn members_round_trip(ms in proptest::collection::vec((any::<[u8; 32]>(), any::<u8>(), arb_endpoint()), 0..=MAX_MEMBERS)) {
+            let v = ms.into_iter().map(|(id, r, e)| MemberInfo { node_id: NodeId(id), roles: Roles(r), endpoint: e }).collect();
+            round_trip(&ControlRepr::Members(v))?;
         }
 
         #[test]

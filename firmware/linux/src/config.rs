@@ -35,6 +35,10 @@ pub struct Overlay {
     pub peers: Vec<SocketAddr>,
     /// The `dht` role: store records.
     pub storage: bool,
+    /// One of the namespace's founding storage nodes: on the very first start of its state
+    /// directory it votes at once (there is nothing to copy yet). Every other storage node, and
+    /// every later start, copies its key range from the other replicas before it votes.
+    pub founding: bool,
 }
 
 /// Most bootstrap peers accepted (the core keeps 8).
@@ -78,6 +82,7 @@ struct RawOverlay {
     #[serde(default)]
     peers: Vec<Spanned<String>>,
     storage: Option<Spanned<bool>>,
+    founding: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +251,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
                 advertise,
                 peers,
                 storage: o.storage.as_ref().is_none_or(|s| *s.get_ref()),
+                founding: o.founding.as_ref().is_some_and(|f| *f.get_ref()),
             })
         }
     };

@@ -101,11 +101,18 @@ pub fn answer(reply: oneshot::Sender<String>, body: String) {
     }
 }
 
-/// Status as JSON.
-pub fn status(node: Value, namespace: Value, bindings: Vec<Value>, stats: &[(&str, u64)]) -> String {
+/// Status as JSON (`overlay` is null for a node serving one site alone).
+pub fn status(
+    node: Value,
+    namespace: Value,
+    bindings: Vec<Value>,
+    stats: &[(&str, u64)],
+    overlay: Value,
+) -> String {
     let stats: serde_json::Map<String, Value> =
         stats.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
-    json!({ "node": node, "namespace": namespace, "bindings": bindings, "stats": stats }).to_string()
+    json!({ "node": node, "namespace": namespace, "bindings": bindings, "stats": stats, "overlay": overlay })
+        .to_string()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use vn_core::queue::{PersistToken, FRAME_CAP};
-use vn_core::{Event, Instant, Site, Transmit};
+use vn_core::{dht, Event, Instant, Site, Transmit};
 
 use crate::config::Config;
 use crate::persist::BindingsFile;
@@ -72,18 +72,49 @@ fn random_seed() -> Result<u64> {
     Ok(u64::from_le_bytes(b))
 }
 
-/// Build the node: router mode alone (P1) or joined to the overlay.
+/// The marker of a state directory whose DHT storage has voted: a founding node is fresh only
+/// before it exists.
+const VOTED_MARKER: &str = "dht.voted";
+
+/// Build the node: router mode alone (P1) or joined to the overlay. The node is large (leases,
+/// queues, the DHT engine): it is built on the heap.
 fn build_node(
     cfg: &Config,
     site: Site,
     seed: u64,
-    _identity: &crate::identity::Identity,
+    identity: &crate::identity::Identity,
 ) -> Result<Box<DaemonNode>> {
-    if cfg.overlay.is_some() {
-        anyhow::bail!("this build of vngate cannot join an overlay yet: remove the [overlay] section");
+    let Some(o) = &cfg.overlay else {
+        return Ok(Box::new(DaemonNode::new(site, seed)));
+    };
+    let marker = cfg.state_dir.join(VOTED_MARKER);
+    let fresh = o.storage && o.founding && !marker.exists();
+    if o.storage {
+        std::fs::write(
+            &marker,
+            b"this node's DHT storage has voted; it copies before voting after a restart\n",
+        )
+        .with_context(|| format!("cannot write {}", marker.display()))?;
     }
-    // The node is large (leases, queues): build it on the heap.
-    Ok(Box::new(DaemonNode::new(site, seed)))
+    let mut bootstrap = heapless::Vec::new();
+    for p in &o.peers {
+        bootstrap.push(*p).map_err(|_| anyhow::anyhow!("too many bootstrap peers"))?;
+    }
+    let oc = vn_core::OverlayConfig {
+        id: identity.node_id,
+        storage: o.storage,
+        fresh,
+        lan: cfg.tap.is_some(),
+        advertise: Some(o.advertise.unwrap_or(o.listen)),
+        bootstrap,
+    };
+    info!(
+        "joining the overlay as {} ({}{})",
+        identity.node_id,
+        if o.storage { "storage" } else { "client" },
+        if fresh { ", founding: votes at once" } else { ", copies before it votes" }
+    );
+    Ok(Box::new(DaemonNode::with_overlay(site, seed, oc)))
 }
 
 /// The overlay's UDP socket, with buffers large enough for bursts of tunnelled frames.
@@ -332,7 +363,32 @@ fn status_json(
             })
         })
         .collect();
-    crate::control::status(me, ns, bindings, &node.stats().fields())
+    let overlay = node.overlay().map(|o| {
+        let peers: Vec<_> = o
+            .peers()
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id().to_string(),
+                    "endpoint": p.endpoint().to_string(),
+                    "up": p.is_up(),
+                    "path": format!("{:?}", p.path()).to_lowercase(),
+                    "rtt_ms": p.rtt().srtt().map(|d| d.total_micros() as f64 / 1000.0),
+                })
+            })
+            .collect();
+        let dht = o.dht();
+        json!({
+            "peers": peers,
+            "dht_members": dht::Members::len(dht.members()),
+            "storage_ready": dht.storage_ready(),
+            "stored_keys": dht.stored_keys(),
+            "node_lease_s": dht.node_lease().map(|t| if t > now { (t - now).total_millis() as f64 / 1000.0 } else { 0.0 }),
+            "pool_free": o.pool().free_held(),
+            "owned": o.pool().held().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        })
+    });
+    crate::control::status(me, ns, bindings, &node.stats().fields(), overlay.unwrap_or_default())
 }
 
 /// Where outputs go.

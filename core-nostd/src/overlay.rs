@@ -1,0 +1,825 @@
+//! The overlay side of a node (DESIGN.md "vn-core: the node", "routes", "encap", "The DHT and its
+//! consistency"): membership by hellos, the DHT engine carried in control messages, the pool of
+//! addresses claimed in the DHT that DHCP hands out, and the route cache that proxy ARP and the data
+//! plane read.
+//!
+//! - **Membership**: a node sends a [`Hello`] to each bootstrap endpoint at start and every
+//!   [`HELLO_RETRY`] until that endpoint answers. A hello of another namespace is dropped and counted.
+//!   A hello adds its sender to the peer table and, when it has the `dht` role, to the DHT member table;
+//!   it is answered with our own hello (at most once per [`HELLO_RETRY`] per peer, so two nodes never
+//!   ping-pong hellos) and a [`ControlRepr::Members`] list of the storage members we know. A node that
+//!   learns a storage member from such a list says hello to it, so every node learns every storage
+//!   member from any one it reaches. A DHT message or data frame from an endpoint we do not know is
+//!   dropped and counted; we answer it with a hello (rate-limited) so the sender can introduce itself.
+//! - **Addresses** ([`DhtPool`]): the node keeps [`POOL_FREE`] addresses claimed (`ip:<addr>`, TTL
+//!   [`IP_TTL`], renewed by the engine) that no host uses yet, chosen at random positions of the pool
+//!   (never lowest-first, so sites do not race for the same address); DHCP offers only addresses
+//!   this node holds (`Dht::holds`), so an OFFER needs no WAN round trip. An address a lease ends on
+//!   goes back to the free pool while it has fewer than [`POOL_FREE`] free addresses, else it is
+//!   deleted from the DHT. During a partition the engine keeps trying to renew; `owns` stays true until
+//!   the DHT lease lapses (about [`IP_TTL`] after the last renewal that reached a quorum, or the node
+//!   record's 30 s when that one lapses first) and is false from then on: DHCP then offers nothing and
+//!   NAKs what it cannot confirm, rather than risk a duplicate.
+//! - **Routes**: a bounded cache of VN address -> (owner, endpoint), filled by reads of `ip:<addr>`
+//!   whose value is the owner's endpoint, expiring after [`ROUTE_TTL`] (an absent address after
+//!   [`NEGATIVE_ROUTE_TTL`]). Proxy ARP asks it through [`crate::arp::RemoteRoutes`].
+//! - **Data**: a frame from the LAN to the router MAC for a remote VN address is tunnelled to the
+//!   owner's endpoint only when its source is an address this node holds; a frame from the overlay is
+//!   delivered only when its source belongs to the sending node and its destination is held here and
+//!   known on the LAN.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use heapless::Vec;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::Ipv4Address;
+
+use crate::arp::{RemoteRoute, RemoteRoutes, TokenBucket};
+use crate::config::Site;
+use crate::dhcp::Allocator;
+use crate::dht::{self, Dht, Key, Kind, OpError, OpId, OpResult, Outcome};
+use crate::id::NodeId;
+use crate::peers::{Auth, Peers, PeersConfig, Received};
+use crate::queue::{Cx, Dest};
+use crate::wire::control::{ControlRepr, Hello, MemberInfo, Roles, MAX_MEMBERS};
+
+/// Storage members a node keeps (the DHT member table); beyond it new members are ignored.
+pub const MEMBERS: usize = 64;
+/// Overlay peers (sessions) kept; see [`Peers`] for what happens when full.
+pub const PEERS: usize = 64;
+/// Addresses claimed in the DHT (free ones and those bound to hosts); beyond it no new claim starts.
+pub const CLAIMS: usize = 128;
+/// Routes cached; when full, the entry closest to expiry is replaced.
+pub const ROUTES: usize = 256;
+/// DHT operations of the node in flight; beyond it a new one is not started (retried later).
+pub const OPS: usize = 32;
+/// Free claimed addresses kept ready for DHCP.
+pub const POOL_FREE: usize = 4;
+/// Quiet time after the last new storage member before the DHT client starts.
+pub const SETTLE_QUIET: Duration = Duration::from_millis(1500);
+/// Longest wait for the bootstrap endpoints before the DHT client starts anyway.
+pub const SETTLE_MAX: Duration = Duration::from_secs(6);
+/// Claims started at once while refilling.
+const CLAIMS_IN_FLIGHT: usize = 2;
+/// Hellos to unanswered bootstrap endpoints, and the shortest interval between hellos to one peer.
+pub const HELLO_RETRY: Duration = Duration::from_secs(3);
+/// Interval of the anti-entropy hello to one random known node (its answer lists its members).
+pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
+/// TTL of our `ip:` records.
+pub const IP_TTL: Duration = Duration::from_secs(300);
+/// How long a route read stays valid.
+pub const ROUTE_TTL: Duration = Duration::from_secs(60);
+/// How long an address a quorum found absent stays negative.
+pub const NEGATIVE_ROUTE_TTL: Duration = Duration::from_secs(5);
+
+/// The DHT engine a node runs: member table, ops, claims, outbox.
+pub type Engine = Dht<Vec<NodeId, MEMBERS>, 16, CLAIMS, 64>;
+
+/// How a node takes part in the overlay.
+#[derive(Debug, Clone)]
+pub struct OverlayConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// The dht role: store records (needs the `alloc` feature; without it the node runs as a client
+    /// and says so in a warning).
+    pub storage: bool,
+    /// Passed to `dht::Config::fresh`: the first start of this node's state (a new namespace's first
+    /// members). Wrong here breaks safety: say false when unsure.
+    pub fresh: bool,
+    /// Whether the node serves a LAN; false for a standalone storage node (no ARP announce, no DHCP).
+    pub lan: bool,
+    /// Our endpoint as others should reach it.
+    pub advertise: Option<SocketAddr>,
+    /// Endpoints to send hellos to at start and until answered.
+    pub bootstrap: Vec<SocketAddr, 8>,
+}
+
+/// Encodes an endpoint as a record value: family (4 or 6), address, port (big-endian).
+pub fn encode_endpoint(e: &SocketAddr, out: &mut [u8; 19]) -> usize {
+    match e.ip() {
+        IpAddr::V4(ip) => {
+            out[0] = 4;
+            out[1..5].copy_from_slice(&ip.octets());
+            out[5..7].copy_from_slice(&e.port().to_be_bytes());
+            7
+        }
+        IpAddr::V6(ip) => {
+            out[0] = 6;
+            out[1..17].copy_from_slice(&ip.octets());
+            out[17..19].copy_from_slice(&e.port().to_be_bytes());
+            19
+        }
+    }
+}
+
+/// Decodes [`encode_endpoint`]'s form; `None` for anything else.
+pub fn decode_endpoint(b: &[u8]) -> Option<SocketAddr> {
+    match b {
+        [4, a, b2, c, d, p0, p1] => {
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(*a, *b2, *c, *d)), u16::from_be_bytes([*p0, *p1])))
+        }
+        [6, rest @ ..] if rest.len() == 18 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&rest[..16]);
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), u16::from_be_bytes([rest[16], rest[17]])))
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimState {
+    Claiming,
+    Held,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PoolEntry {
+    ip: Ipv4Address,
+    key: Key,
+    state: ClaimState,
+    /// Bound to a host by DHCP.
+    bound: bool,
+    /// `Dht::holds` at the last refresh.
+    held: bool,
+}
+
+/// The addresses this node has claimed in the DHT: the [`Allocator`] DHCP hands addresses from.
+#[derive(Default)]
+pub struct DhtPool {
+    entries: Vec<PoolEntry, CLAIMS>,
+}
+
+impl DhtPool {
+    fn find(&self, ip: Ipv4Address) -> Option<usize> {
+        self.entries.iter().position(|e| e.ip == ip)
+    }
+
+    fn free_count(&self) -> usize {
+        self.entries.iter().filter(|e| !e.bound).count()
+    }
+
+    fn claiming(&self) -> usize {
+        self.entries.iter().filter(|e| e.state == ClaimState::Claiming).count()
+    }
+
+    fn refresh(&mut self, now: Instant, dht: &Engine) {
+        for e in self.entries.iter_mut() {
+            e.held = e.state == ClaimState::Held && dht.holds(now, &e.key);
+        }
+    }
+
+    /// Addresses held and not bound to a host: what the next OFFERs can use.
+    pub fn free_held(&self) -> usize {
+        self.entries.iter().filter(|e| e.held && !e.bound).count()
+    }
+
+    /// Every address held now.
+    pub fn held(&self) -> impl Iterator<Item = Ipv4Address> + '_ {
+        self.entries.iter().filter(|e| e.held).map(|e| e.ip)
+    }
+}
+
+impl Allocator for DhtPool {
+    fn owns(&self, ip: Ipv4Address) -> bool {
+        self.entries.iter().any(|e| e.ip == ip && e.held)
+    }
+    fn candidates(&self) -> u32 {
+        self.entries.len() as u32
+    }
+    fn candidate(&self, i: u32) -> Option<Ipv4Address> {
+        self.entries.get(i as usize).filter(|e| e.held).map(|e| e.ip)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    ip: Ipv4Address,
+    /// `None`: a quorum found the address unowned.
+    owner: Option<NodeId>,
+    endpoint: Option<SocketAddr>,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Claim(Ipv4Address),
+    Route(Ipv4Address),
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    info: MemberInfo,
+    hello_sent: Option<Instant>,
+}
+
+/// What a finished route read means for proxy ARP: `(ip, found)` to pass to `ArpProxy::lookup_done`.
+pub type RouteDone = (Ipv4Address, bool);
+
+/// The overlay state of a node.
+pub struct Overlay {
+    me: NodeId,
+    roles: Roles,
+    namespace: [u8; 16],
+    advertise: Option<SocketAddr>,
+    lan: bool,
+    dht: Engine,
+    peers: Peers<PEERS>,
+    known: Vec<Known, MEMBERS>,
+    bootstrap: Vec<(SocketAddr, bool), 8>,
+    next_hello: Option<Instant>,
+    next_gossip: Instant,
+    started: bool,
+    /// Whether the DHT client runs (node record, claims): only once membership has settled.
+    dht_started: bool,
+    /// Earliest start of the DHT client: a quiet moment after the last new storage member.
+    settle_at: Instant,
+    /// Latest start of the DHT client, even if some bootstrap endpoint never answered.
+    settle_deadline: Instant,
+    ops: Vec<(OpId, Purpose), OPS>,
+    routes: Vec<Route, ROUTES>,
+    pool: DhtPool,
+    counter: u64,
+    hello_bucket: TokenBucket,
+    route_done: Vec<RouteDone, 8>,
+}
+
+impl Overlay {
+    /// A new overlay for `site`; `seed` drives the DHT's jitter and request ids.
+    pub fn new(site: &Site, seed: u64, config: OverlayConfig) -> Self {
+        let storage = config.storage && cfg!(feature = "alloc");
+        if config.storage && !storage {
+            warn!("overlay: the storage role needs the alloc feature: running as a DHT client");
+        }
+        let mut dc = dht::Config::new(site.params.id);
+        dc.storage = storage;
+        dc.fresh = config.fresh;
+        let mut members = Vec::new();
+        if storage {
+            let _ = members.push(config.id);
+        }
+        let mut roles = Roles::NONE;
+        if storage {
+            roles = roles.union(Roles::DHT);
+        }
+        if config.lan {
+            roles = roles.union(Roles::ROUTER);
+        }
+        Overlay {
+            me: config.id,
+            roles,
+            namespace: site.params.id,
+            advertise: config.advertise,
+            lan: config.lan,
+            dht: Dht::new(Instant::ZERO, config.id, members, &dc, seed),
+            peers: Peers::new(PeersConfig::default()),
+            known: Vec::new(),
+            bootstrap: config.bootstrap.iter().map(|&e| (e, false)).collect(),
+            next_hello: None,
+            next_gossip: Instant::ZERO,
+            started: false,
+            dht_started: false,
+            settle_at: Instant::ZERO,
+            settle_deadline: Instant::ZERO,
+            ops: Vec::new(),
+            routes: Vec::new(),
+            pool: DhtPool::default(),
+            counter: 0,
+            hello_bucket: TokenBucket::new(Instant::ZERO, 8, Duration::from_millis(500)),
+            route_done: Vec::new(),
+        }
+    }
+
+    /// The DHT engine.
+    pub fn dht(&self) -> &Engine {
+        &self.dht
+    }
+
+    /// The peer table.
+    pub fn peers(&self) -> &Peers<PEERS> {
+        &self.peers
+    }
+
+    /// The address pool.
+    pub fn pool(&self) -> &DhtPool {
+        &self.pool
+    }
+
+    /// The pool as DHCP's allocator, refreshed for `now`.
+    pub fn allocator(&mut self, now: Instant) -> &mut DhtPool {
+        self.pool.refresh(now, &self.dht);
+        &mut self.pool
+    }
+
+    /// Whether the node serves a LAN.
+    pub fn lan(&self) -> bool {
+        self.lan
+    }
+
+    /// Whether this node holds `ip` in the DHT now.
+    pub fn holds_ip(&self, now: Instant, ip: Ipv4Address) -> bool {
+        self.dht.holds(now, &self.ip_key(ip))
+    }
+
+    fn ip_key(&self, ip: Ipv4Address) -> Key {
+        self.dht.key(Kind::Ip, &ip.octets())
+    }
+
+    fn contact(&self, buf: &mut [u8; 19]) -> usize {
+        self.advertise.map_or(0, |e| encode_endpoint(&e, buf))
+    }
+
+    fn hello(&self) -> Hello {
+        let mut endpoints = Vec::new();
+        if let Some(e) = self.advertise {
+            let _ = endpoints.push(e);
+        }
+        Hello { node_id: self.me, roles: self.roles, namespace: self.namespace, endpoints }
+    }
+
+    fn send(cx: &mut Cx<'_>, to: SocketAddr, m: &ControlRepr<'_>) -> bool {
+        cx.out.push(cx.stats, Dest::Overlay(to), false, &mut |buf| m.emit_into(buf))
+    }
+
+    /// First call: start the node record and greet the bootstrap endpoints.
+    pub fn start(&mut self, cx: &mut Cx<'_>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.settle_at = cx.now + SETTLE_QUIET;
+        self.settle_deadline = cx.now + SETTLE_MAX;
+        self.greet_bootstrap(cx);
+        self.next_gossip = cx.now + GOSSIP_INTERVAL;
+        self.pump(cx);
+    }
+
+    /// Start the DHT client once the member table has settled: every bootstrap endpoint answered (or
+    /// [`SETTLE_MAX`] passed) and no new storage member for [`SETTLE_QUIET`]. A node record or claim
+    /// made while the table still grows would sit on a replica set that is not the final one, and
+    /// its renewals would then fail (membership changes are not handled by the engine yet).
+    fn maybe_start_dht(&mut self, cx: &mut Cx<'_>) {
+        if self.dht_started || !self.started || cx.now < self.settle_at {
+            return;
+        }
+        let all_answered = self.bootstrap.iter().all(|&(_, answered)| answered);
+        if !all_answered && cx.now < self.settle_deadline {
+            return;
+        }
+        self.dht_started = true;
+        let mut c = [0u8; 19];
+        let n = self.contact(&mut c);
+        let _ = self.dht.start(cx.now, &c[..n]);
+        debug!("overlay: DHT client started with {} storage members", self.dht.members().len());
+    }
+
+    fn greet_bootstrap(&mut self, cx: &mut Cx<'_>) {
+        let hello = ControlRepr::Hello(self.hello());
+        let mut any = false;
+        for &(e, answered) in self.bootstrap.iter() {
+            if !answered {
+                Self::send(cx, e, &hello);
+                any = true;
+            }
+        }
+        self.next_hello = any.then_some(cx.now + HELLO_RETRY);
+    }
+
+    fn endpoint_of(&self, id: &NodeId) -> Option<SocketAddr> {
+        self.known
+            .iter()
+            .find(|k| k.info.node_id == *id)
+            .map(|k| k.info.endpoint)
+            .or_else(|| self.peers.get(id).map(|p| p.endpoint()))
+    }
+
+    fn learn(&mut self, cx: &mut Cx<'_>, info: MemberInfo) -> bool {
+        if info.node_id == self.me {
+            return false;
+        }
+        let _ = self.peers.insert(cx, info.node_id, info.endpoint);
+        if info.roles.contains(Roles::DHT) && dht::Members::insert(self.dht.members_mut(), info.node_id) {
+            self.settle_at = self.settle_at.max(cx.now + SETTLE_QUIET);
+        }
+        if let Some(k) = self.known.iter_mut().find(|k| k.info.node_id == info.node_id) {
+            k.info = info;
+            return false;
+        }
+        if self.known.push(Known { info, hello_sent: None }).is_err() {
+            cx.stats.peers_full += 1;
+        }
+        true
+    }
+
+    fn hello_to(&mut self, cx: &mut Cx<'_>, id: NodeId, to: SocketAddr) {
+        let now = cx.now;
+        if let Some(k) = self.known.iter_mut().find(|k| k.info.node_id == id) {
+            if k.hello_sent.is_some_and(|t| now < t + HELLO_RETRY) {
+                return;
+            }
+            k.hello_sent = Some(now);
+        }
+        let hello = ControlRepr::Hello(self.hello());
+        Self::send(cx, to, &hello);
+        let mut list: Vec<MemberInfo, MAX_MEMBERS> = Vec::new();
+        for k in self.known.iter().filter(|k| k.info.roles.contains(Roles::DHT) && k.info.node_id != id) {
+            if list.push(k.info).is_err() {
+                break;
+            }
+        }
+        if self.roles.contains(Roles::DHT) {
+            if let Some(e) = self.advertise {
+                if list.is_full() {
+                    list.pop();
+                }
+                let _ = list.push(MemberInfo { node_id: self.me, roles: self.roles, endpoint: e });
+            }
+        }
+        if !list.is_empty() {
+            Self::send(cx, to, &ControlRepr::Members(list));
+        }
+    }
+
+    /// A control message from `from` (classified as such by the caller).
+    pub fn handle_control(&mut self, cx: &mut Cx<'_>, from: SocketAddr, datagram: &[u8]) {
+        let repr = match ControlRepr::parse_bytes(datagram) {
+            Ok(r) => r,
+            Err(_) => {
+                cx.stats.malformed += 1;
+                return;
+            }
+        };
+        match repr {
+            ControlRepr::Hello(h) => {
+                if h.namespace != self.namespace {
+                    cx.stats.overlay_wrong_namespace += 1;
+                    return;
+                }
+                if h.node_id == self.me {
+                    return;
+                }
+                for b in self.bootstrap.iter_mut().filter(|b| b.0 == from) {
+                    b.1 = true;
+                }
+                // The observed source is where the sender's datagrams come from: reach it there.
+                let info = MemberInfo { node_id: h.node_id, roles: h.roles, endpoint: from };
+                if self.learn(cx, info) && info.roles.contains(Roles::DHT) {
+                    // A new storage member: tell every node we know, so it spreads at once.
+                    let mut one = Vec::new();
+                    let _ = one.push(info);
+                    let m = ControlRepr::Members(one);
+                    for k in self.known.iter().filter(|k| k.info.node_id != info.node_id) {
+                        Self::send(cx, k.info.endpoint, &m);
+                    }
+                }
+                self.peers.on_receive(cx, from, Auth::Unauthenticated, Received::Traffic);
+                self.hello_to(cx, h.node_id, from);
+            }
+            ControlRepr::Members(list) => {
+                if self.peers.on_receive(cx, from, Auth::Unauthenticated, Received::Traffic).is_none() {
+                    cx.stats.overlay_unknown_peer += 1;
+                    return;
+                }
+                for m in list.iter().filter(|m| m.roles.contains(Roles::DHT)) {
+                    if self.learn(cx, *m) {
+                        self.hello_to(cx, m.node_id, m.endpoint);
+                    }
+                }
+            }
+            ControlRepr::Ping(p) => self.peers.handle_ping(cx, from, Auth::Unauthenticated, &p),
+            ControlRepr::Pong(p) => self.peers.handle_pong(cx, from, Auth::Unauthenticated, &p),
+            ControlRepr::Dht(bytes) => {
+                match self.peers.on_receive(cx, from, Auth::Unauthenticated, Received::Traffic) {
+                    Some(id) => self.dht.handle_message(cx.now, id, bytes),
+                    None => self.unknown_sender(cx, from),
+                }
+            }
+        }
+        self.pump(cx);
+    }
+
+    /// Something from an endpoint we do not know: dropped, answered by a rate-limited hello.
+    pub fn unknown_sender(&mut self, cx: &mut Cx<'_>, from: SocketAddr) {
+        cx.stats.overlay_unknown_peer += 1;
+        if self.hello_bucket.take(cx.now) {
+            Self::send(cx, from, &ControlRepr::Hello(self.hello()));
+        }
+    }
+
+    /// The id of the peer at `from`, counting the receive as traffic.
+    pub fn sender(&mut self, cx: &mut Cx<'_>, from: SocketAddr) -> Option<NodeId> {
+        self.peers.on_receive(cx, from, Auth::Unauthenticated, Received::Traffic)
+    }
+
+    /// Next data counter (session 0 until P3).
+    pub fn next_counter(&mut self) -> u64 {
+        self.counter = self.counter.wrapping_add(1);
+        self.counter
+    }
+
+    /// A DHCP lease was granted on `ip`.
+    pub fn lease_granted(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
+        match self.pool.find(ip) {
+            Some(i) => self.pool.entries[i].bound = true,
+            None => self.claim(cx, ip, true, 0),
+        }
+    }
+
+    /// A DHCP lease on `ip` ended: back to the free pool, or given back to the DHT when the pool is full.
+    pub fn lease_ended(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
+        let Some(i) = self.pool.find(ip) else { return };
+        self.pool.entries[i].bound = false;
+        if self.pool.free_count() > POOL_FREE {
+            let e = self.pool.entries.swap_remove(i);
+            if let Some(gen) = self.dht.claim_gen(&e.key) {
+                if let Ok(op) = self.dht.delete(cx.now, e.key, Kind::Ip, gen) {
+                    let _ = self.ops.push((op, Purpose::Delete));
+                }
+            }
+        }
+    }
+
+    /// A restored binding: claim its address again (bound).
+    pub fn restore(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
+        if self.pool.find(ip).is_none() {
+            self.claim(cx, ip, true, 0);
+        }
+    }
+
+    fn claim(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address, bound: bool, after: u64) {
+        if self.ops.is_full() {
+            return;
+        }
+        let key = self.ip_key(ip);
+        let mut c = [0u8; 19];
+        let n = self.contact(&mut c);
+        let Ok(op) = self.dht.create(cx.now, key, Kind::Ip, &c[..n], IP_TTL, after) else {
+            return;
+        };
+        let _ = self.ops.push((op, Purpose::Claim(ip)));
+        match self.pool.find(ip) {
+            Some(i) => self.pool.entries[i].state = ClaimState::Claiming,
+            None => {
+                let e = PoolEntry { ip, key, state: ClaimState::Claiming, bound, held: false };
+                if self.pool.entries.push(e).is_err() {
+                    cx.stats.overlay_pool_full += 1;
+                }
+            }
+        }
+    }
+
+    fn refill(&mut self, cx: &mut Cx<'_>, site: &Site) {
+        if !self.lan || self.dht.members().is_empty() || self.dht.node_lease().is_none_or(|e| e <= cx.now) {
+            return;
+        }
+        let range = site.params.pool;
+        let n = range.len();
+        if n == 0 {
+            return;
+        }
+        while self.pool.free_count() < POOL_FREE
+            && self.pool.claiming() < CLAIMS_IN_FLIGHT
+            && !self.pool.entries.is_full()
+            && !self.ops.is_full()
+        {
+            let mut pick = None;
+            for _ in 0..8 {
+                let Some(ip) = range.nth(cx.rng.next_u32() % n) else { continue };
+                let taken = self.pool.find(ip).is_some()
+                    || self.routes.iter().any(|r| r.ip == ip && r.owner.is_some() && cx.now < r.expires);
+                if !taken {
+                    pick = Some(ip);
+                    break;
+                }
+            }
+            let Some(ip) = pick else { return };
+            let before = self.pool.entries.len();
+            self.claim(cx, ip, false, 0);
+            if self.pool.entries.len() == before {
+                return;
+            }
+        }
+    }
+
+    fn route_entry(&self, now: Instant, ip: Ipv4Address) -> Option<&Route> {
+        self.routes.iter().find(|r| r.ip == ip && now < r.expires)
+    }
+
+    /// The owner and endpoint of remote address `ip`, if the cache knows them.
+    pub fn route(&self, now: Instant, ip: Ipv4Address) -> Option<(NodeId, SocketAddr)> {
+        let r = self.route_entry(now, ip)?;
+        let owner = r.owner.filter(|o| *o != self.me)?;
+        Some((owner, r.endpoint.or_else(|| self.endpoint_of(&owner))?))
+    }
+
+    /// Whether a read of `ip` is in flight.
+    fn reading(&self, ip: Ipv4Address) -> bool {
+        self.ops.iter().any(|(_, p)| *p == Purpose::Route(ip))
+    }
+
+    /// Starts a read of `ip`'s owner unless one is running; false when none could start.
+    pub fn resolve(&mut self, now: Instant, ip: Ipv4Address) -> bool {
+        if self.reading(ip) {
+            return true;
+        }
+        if self.ops.is_full() {
+            return false;
+        }
+        let key = self.ip_key(ip);
+        match self.dht.read(now, key, Kind::Ip) {
+            Ok(op) => {
+                let _ = self.ops.push((op, Purpose::Route(ip)));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn set_route(
+        &mut self,
+        now: Instant,
+        ip: Ipv4Address,
+        owner: Option<NodeId>,
+        endpoint: Option<SocketAddr>,
+    ) {
+        let ttl = if owner.is_some() { ROUTE_TTL } else { NEGATIVE_ROUTE_TTL };
+        let r = Route { ip, owner, endpoint, expires: now + ttl };
+        if let Some(e) = self.routes.iter_mut().find(|e| e.ip == ip) {
+            *e = r;
+        } else if let Err(r) = self.routes.push(r) {
+            if let Some(e) = self.routes.iter_mut().min_by_key(|e| e.expires) {
+                *e = r;
+            }
+        }
+    }
+
+    /// Route reads that finished since the last call, for proxy ARP.
+    pub fn take_route_done(&mut self) -> Option<RouteDone> {
+        self.route_done.pop()
+    }
+
+    fn on_result(&mut self, cx: &mut Cx<'_>, r: OpResult) {
+        let Some(i) = self.ops.iter().position(|(op, _)| *op == r.op) else { return };
+        let (_, purpose) = self.ops.swap_remove(i);
+        match purpose {
+            Purpose::Claim(ip) => {
+                let Some(pi) = self.pool.find(ip) else { return };
+                match r.outcome {
+                    Ok(Outcome::Created { .. }) => self.pool.entries[pi].state = ClaimState::Held,
+                    Err(OpError::Conflict(s)) if s.owner == self.me => self.claim(cx, ip, false, s.gen),
+                    Err(OpError::Conflict(s)) => {
+                        debug!("overlay: {} is taken by {}", ip, s.owner);
+                        self.pool.entries.swap_remove(pi);
+                        self.set_route(cx.now, ip, Some(s.owner), None);
+                    }
+                    _ => {
+                        cx.stats.overlay_claims_failed += 1;
+                        self.pool.entries.swap_remove(pi);
+                    }
+                }
+            }
+            Purpose::Route(ip) => {
+                let found = match r.outcome {
+                    Ok(Outcome::Found(rec)) => {
+                        let ep = decode_endpoint(&rec.value);
+                        self.set_route(cx.now, ip, Some(rec.owner), ep);
+                        if rec.owner != self.me {
+                            if let Some(e) = ep.or_else(|| self.endpoint_of(&rec.owner)) {
+                                if self.peers.get(&rec.owner).is_none() {
+                                    // Introduce ourselves before the first frame, so the owner
+                                    // knows where our traffic comes from.
+                                    let _ = self.peers.insert(cx, rec.owner, e);
+                                    self.hello_to(cx, rec.owner, e);
+                                }
+                            }
+                        }
+                        self.route(cx.now, ip).is_some()
+                    }
+                    Ok(Outcome::Absent) => {
+                        self.set_route(cx.now, ip, None, None);
+                        false
+                    }
+                    _ => false,
+                };
+                if self.route_done.push((ip, found)).is_err() {
+                    self.route_done.remove(0);
+                    let _ = self.route_done.push((ip, found));
+                }
+            }
+            Purpose::Delete => {}
+        }
+    }
+
+    /// Moves the DHT's messages, results and events along; refills the pool.
+    pub fn pump_with(&mut self, cx: &mut Cx<'_>, site: &Site) {
+        self.maybe_start_dht(cx);
+        self.pump(cx);
+        self.refill(cx, site);
+        self.pump(cx);
+    }
+
+    fn pump(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
+        loop {
+            let mut progress = false;
+            while let Some(r) = self.dht.poll_result() {
+                progress = true;
+                self.on_result(cx, r);
+            }
+            while let Some(ev) = self.dht.poll_event() {
+                progress = true;
+                let key = match ev {
+                    dht::DhtEvent::LeaseLost { key } | dht::DhtEvent::Yielded { key, .. } => key,
+                };
+                if let Some(i) = self.pool.entries.iter().position(|e| e.key == key) {
+                    warn!("overlay: lost our claim on {}", self.pool.entries[i].ip);
+                    self.pool.entries.swap_remove(i);
+                }
+            }
+            let mut buf = [0u8; dht::MAX_MESSAGE];
+            while let Some((to, n)) = self.dht.poll_message(now, &mut buf) {
+                progress = true;
+                let Some(ep) = self.endpoint_of(&to) else {
+                    cx.stats.overlay_unknown_peer += 1;
+                    continue;
+                };
+                let bytes = &buf[..n];
+                Self::send(cx, ep, &ControlRepr::Dht(bytes));
+                self.peers.note_sent(now, &to);
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.pool.refresh(now, &self.dht);
+    }
+
+    /// Runs what is due.
+    pub fn handle_timeout(&mut self, cx: &mut Cx<'_>, site: &Site) {
+        self.start(cx);
+        if self.next_hello.is_some_and(|t| t <= cx.now) {
+            self.greet_bootstrap(cx);
+        }
+        if self.next_gossip <= cx.now && self.started {
+            self.next_gossip = cx.now + GOSSIP_INTERVAL;
+            let n = self.known.len() as u32;
+            if n > 0 {
+                let k = self.known[(cx.rng.next_u32() % n) as usize].info;
+                self.hello_to(cx, k.node_id, k.endpoint);
+            }
+        }
+        self.peers.handle_timeout(cx);
+        self.dht.handle_timeout(cx.now);
+        self.pump_with(cx, site);
+    }
+
+    /// When [`Overlay::handle_timeout`] should run next.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let settle = (self.started && !self.dht_started).then(|| {
+            if self.bootstrap.iter().all(|&(_, answered)| answered) {
+                self.settle_at
+            } else {
+                self.settle_at.max(self.settle_deadline)
+            }
+        });
+        [self.dht.poll_at(), self.peers.poll_at(), self.next_hello, Some(self.next_gossip), settle]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// Proxy ARP's view of the route cache: a lookup is a DHT read.
+impl RemoteRoutes for Overlay {
+    fn route(&self, now: Instant, ip: Ipv4Address) -> RemoteRoute {
+        if Overlay::route(self, now, ip).is_some() {
+            RemoteRoute::Remote
+        } else if self.reading(ip) {
+            RemoteRoute::Pending
+        } else {
+            RemoteRoute::Unknown
+        }
+    }
+    fn begin_lookup(&mut self, now: Instant, ip: Ipv4Address) -> bool {
+        self.resolve(now, ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_round_trip_through_record_values() {
+        for e in ["192.0.2.1:51820", "[2001:db8::1]:4500"] {
+            let e: SocketAddr = e.parse().unwrap();
+            let mut b = [0xa5u8; 19];
+            let n = encode_endpoint(&e, &mut b);
+            assert_eq!(decode_endpoint(&b[..n]), Some(e));
+            assert_eq!(decode_endpoint(&b[..n - 1]), None);
+        }
+        assert_eq!(decode_endpoint(&[]), None);
+        assert_eq!(decode_endpoint(&[4, 1, 2, 3, 4, 0, 80]), Some("1.2.3.4:80".parse().unwrap()));
+    }
+}

@@ -1,0 +1,465 @@
+//! An in-process VN: two router nodes (each with a LAN driven by real frames built with smoltcp:
+//! DHCP DORA, ARP, ICMP echo) and three storage-only nodes, their overlay datagrams carried by a
+//! seeded lossy network with delay. The routers also store, so the DHT has five members (K = 5,
+//! W = 3) and losing two storage-only nodes blocks no claim.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+};
+use vn_core::queue::FRAME_CAP;
+use vn_core::rand::Rng;
+use vn_core::wire::{emit_arp_frame, parse_udp, UdpFrame};
+use vn_core::{
+    Duration, EthernetAddress, Instant, Ipv4Address, Ipv4Cidr, NamespaceParams, Node, NodeId, OverlayConfig,
+    Site, Transmit,
+};
+
+type VnNode = Node<64, 256, 32, 64, 64>;
+
+const TICK: Duration = Duration::from_millis(5);
+
+struct Net {
+    nodes: Vec<Box<VnNode>>,
+    addrs: Vec<SocketAddr>,
+    alive: Vec<bool>,
+    now: Instant,
+    rng: Rng,
+    loss_permille: u32,
+    /// (arrival µs, sequence) -> (to, from, bytes)
+    wire: BTreeMap<(i64, u64), (usize, SocketAddr, Vec<u8>)>,
+    seq: u64,
+    /// Frames each node sent to its LAN.
+    lan_out: Vec<Vec<Vec<u8>>>,
+}
+
+fn site() -> Site {
+    let params =
+        NamespaceParams::new([9; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16)).unwrap();
+    Site::new(params).unwrap()
+}
+
+fn addr(i: usize) -> SocketAddr {
+    format!("192.0.2.{}:4000", i + 1).parse().unwrap()
+}
+
+impl Net {
+    /// Nodes 0 and 1 are routers with a LAN; 2, 3, 4 are storage-only. All five store.
+    fn new(seed: u64, loss_permille: u32) -> Net {
+        let mut nodes = Vec::new();
+        let mut addrs = Vec::new();
+        for i in 0..5 {
+            let mut bootstrap = heapless::Vec::new();
+            if i != 2 {
+                bootstrap.push(addr(2)).unwrap();
+            }
+            let cfg = OverlayConfig {
+                id: NodeId([i as u8 * 0x31 + 7; 32]),
+                storage: true,
+                fresh: true,
+                lan: i < 2,
+                advertise: Some(addr(i)),
+                bootstrap,
+            };
+            nodes.push(Box::new(VnNode::with_overlay(site(), seed + i as u64, cfg)));
+            addrs.push(addr(i));
+        }
+        Net {
+            nodes,
+            addrs,
+            alive: vec![true; 5],
+            now: Instant::from_secs(1),
+            rng: Rng::new(seed),
+            loss_permille,
+            wire: BTreeMap::new(),
+            seq: 0,
+            lan_out: vec![Vec::new(); 5],
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        let mut buf = [0u8; FRAME_CAP];
+        self.nodes[i].release_held();
+        while let Some(t) = self.nodes[i].poll_transmit(self.now, &mut buf) {
+            match t {
+                Transmit::Lan(n) => self.lan_out[i].push(buf[..n].to_vec()),
+                Transmit::Overlay { to, len } => {
+                    let Some(j) = self.addrs.iter().position(|a| *a == to) else { continue };
+                    if self.rng.next_u32() % 1000 < self.loss_permille {
+                        continue;
+                    }
+                    let delay = 10_000 + i64::from(self.rng.next_u32() % 20_000);
+                    self.seq += 1;
+                    self.wire.insert(
+                        (self.now.total_micros() + delay, self.seq),
+                        (j, self.addrs[i], buf[..len].to_vec()),
+                    );
+                }
+                _ => {}
+            }
+        }
+        while self.nodes[i].poll_event().is_some() {}
+    }
+
+    fn step(&mut self) {
+        self.now += TICK;
+        let now_us = self.now.total_micros();
+        while let Some((&k, _)) = self.wire.iter().next() {
+            if k.0 > now_us {
+                break;
+            }
+            let (to, from, bytes) = self.wire.remove(&k).unwrap();
+            if self.alive[to] && self.alive[self.addrs.iter().position(|a| *a == from).unwrap()] {
+                self.nodes[to].handle_overlay(self.now, from, &bytes);
+                self.drain(to);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if !self.alive[i] {
+                continue;
+            }
+            if self.nodes[i].poll_at().is_some_and(|t| t <= self.now) {
+                self.nodes[i].handle_timeout(self.now);
+            }
+            self.drain(i);
+        }
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Runs until `pred` holds for a frame node `i` sent to its LAN (consumed), or `d` passes.
+    fn run_until_lan(
+        &mut self,
+        i: usize,
+        d: Duration,
+        mut pred: impl FnMut(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
+        let end = self.now + d;
+        loop {
+            if let Some(k) = self.lan_out[i].iter().position(|f| pred(f)) {
+                return Some(self.lan_out[i].remove(k));
+            }
+            if self.now >= end {
+                return None;
+            }
+            self.step();
+        }
+    }
+
+    fn lan(&mut self, i: usize, frame: &[u8]) {
+        self.nodes[i].handle_lan(self.now, frame);
+        self.drain(i);
+    }
+}
+
+fn dhcp_frame(
+    mac: EthernetAddress,
+    kind: DhcpMessageType,
+    requested: Option<Ipv4Address>,
+    server: Option<Ipv4Address>,
+) -> Vec<u8> {
+    let repr = DhcpRepr {
+        message_type: kind,
+        transaction_id: 0x1234,
+        secs: 0,
+        client_hardware_address: mac,
+        client_ip: Ipv4Address::UNSPECIFIED,
+        your_ip: Ipv4Address::UNSPECIFIED,
+        server_ip: Ipv4Address::UNSPECIFIED,
+        router: None,
+        subnet_mask: None,
+        relay_agent_ip: Ipv4Address::UNSPECIFIED,
+        broadcast: false,
+        requested_ip: requested,
+        client_identifier: Some(mac),
+        server_identifier: server,
+        parameter_request_list: Some(&[1, 3, 6, 15, 26]),
+        dns_servers: None,
+        max_size: None,
+        lease_duration: None,
+        renew_duration: None,
+        rebind_duration: None,
+        additional_options: &[],
+    };
+    let mut buf = [0u8; 600];
+    let f = UdpFrame {
+        src_mac: mac,
+        dst_mac: EthernetAddress::BROADCAST,
+        src_ip: Ipv4Address::UNSPECIFIED,
+        dst_ip: Ipv4Address::BROADCAST,
+        src_port: 68,
+        dst_port: 67,
+    };
+    let n = f
+        .emit(&mut buf, 560, |p| {
+            let mut pkt = DhcpPacket::new_unchecked(&mut p[..repr.buffer_len()]);
+            repr.emit(&mut pkt).ok()?;
+            Some(repr.buffer_len())
+        })
+        .unwrap();
+    buf[..n].to_vec()
+}
+
+/// The DHCP reply in a LAN frame: (yiaddr, type).
+fn dhcp_reply(frame: &[u8], mac: EthernetAddress) -> Option<(Ipv4Address, DhcpMessageType)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let (_, dport, payload) = parse_udp(ip.src_addr(), ip.dst_addr(), ip.payload()).ok()?;
+    if dport != 68 {
+        return None;
+    }
+    let p = DhcpPacket::new_checked(payload).ok()?;
+    let r = DhcpRepr::parse(&p).ok()?;
+    (r.client_hardware_address == mac).then_some((r.your_ip, r.message_type))
+}
+
+/// DISCOVER, OFFER, REQUEST, ACK at node `i` for `mac`: the bound address.
+fn dora(net: &mut Net, i: usize, mac: EthernetAddress) -> Ipv4Address {
+    net.lan(i, &dhcp_frame(mac, DhcpMessageType::Discover, None, None));
+    let offer = net
+        .run_until_lan(i, Duration::from_secs(3), |f| {
+            dhcp_reply(f, mac).is_some_and(|(_, t)| t == DhcpMessageType::Offer)
+        })
+        .expect("an OFFER");
+    let (ip, _) = dhcp_reply(&offer, mac).unwrap();
+    let server = net.nodes[i].site().dns_addr;
+    net.lan(i, &dhcp_frame(mac, DhcpMessageType::Request, Some(ip), Some(server)));
+    let ack = net
+        .run_until_lan(i, Duration::from_secs(3), |f| dhcp_reply(f, mac).is_some())
+        .expect("an answer to the REQUEST");
+    assert_eq!(dhcp_reply(&ack, mac), Some((ip, DhcpMessageType::Ack)));
+    ip
+}
+
+fn arp_request(mac: EthernetAddress, ip: Ipv4Address, target: Ipv4Address) -> Vec<u8> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let mut buf = [0u8; 64];
+    let n = emit_arp_frame(&mut buf, mac, EthernetAddress::BROADCAST, &repr).unwrap();
+    buf[..n].to_vec()
+}
+
+fn arp_reply_for(frame: &[u8], ip: Ipv4Address) -> Option<EthernetAddress> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    match ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()? {
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr,
+            source_protocol_addr,
+            ..
+        } if source_protocol_addr == ip => Some(source_hardware_addr),
+        _ => None,
+    }
+}
+
+fn icmp_frame(
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    request: bool,
+    seq_no: u16,
+) -> Vec<u8> {
+    let data = b"vngate echo test";
+    let icmp = if request {
+        Icmpv4Repr::EchoRequest { ident: 0x42, seq_no, data }
+    } else {
+        Icmpv4Repr::EchoReply { ident: 0x42, seq_no, data }
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let caps = ChecksumCapabilities::default();
+    let mut buf = vec![0xa5u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr { src_addr: src_mac, dst_addr: dst_mac, ethertype: EthernetProtocol::Ipv4 }.emit(&mut eth);
+    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut ipp, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(ipp.payload_mut()), &caps);
+    buf
+}
+
+/// The echo (request or reply) in a LAN frame, with all checksums verified: (dst mac, src mac, src, dst, seq).
+fn echo_of(
+    frame: &[u8],
+    request: bool,
+) -> Option<(EthernetAddress, EthernetAddress, Ipv4Address, Ipv4Address, u16)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Icmp {
+        return None;
+    }
+    assert!(ip.verify_checksum(), "IPv4 checksum");
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+    assert!(icmp.verify_checksum(), "ICMP checksum");
+    let seq = match Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).ok()? {
+        Icmpv4Repr::EchoRequest { seq_no, .. } if request => seq_no,
+        Icmpv4Repr::EchoReply { seq_no, .. } if !request => seq_no,
+        _ => return None,
+    };
+    Some((eth.dst_addr(), eth.src_addr(), ip.src_addr(), ip.dst_addr(), seq))
+}
+
+const MAC_A: EthernetAddress = EthernetAddress([0x02, 0xaa, 0, 0, 0, 1]);
+const MAC_B: EthernetAddress = EthernetAddress([0x02, 0xbb, 0, 0, 0, 1]);
+
+/// Nodes are large (queues of full frames, the DHT's outbox): run on a big stack.
+fn big_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(64 << 20).spawn(f).unwrap().join().unwrap();
+}
+
+#[test]
+fn two_sites_form_one_flat_vn() {
+    for seed in [0x5eed, 1, 2, 3] {
+        big_stack(move || two_sites(seed));
+    }
+}
+
+fn two_sites(seed: u64) {
+    let mut net = Net::new(seed, 20);
+    net.run(Duration::from_secs(15));
+    for i in 0..5 {
+        let o = net.nodes[i].overlay().unwrap();
+        assert_eq!(vn_core::dht::Members::len(o.dht().members()), 5, "node {i} knows every storage member");
+        assert!(o.dht().node_lease().is_some(), "node {i} holds its node record");
+    }
+    for i in 0..2 {
+        assert!(net.nodes[i].overlay().unwrap().pool().free_held() >= 2, "router {i} pre-claimed addresses");
+    }
+
+    // Both sites' hosts get unique leases, held by their own router.
+    let ip_a = dora(&mut net, 0, MAC_A);
+    let ip_b = dora(&mut net, 1, MAC_B);
+    assert_ne!(ip_a, ip_b);
+    assert!(net.nodes[0].overlay().unwrap().holds_ip(net.now, ip_a));
+    assert!(net.nodes[1].overlay().unwrap().holds_ip(net.now, ip_b));
+    assert!(!net.nodes[0].allocator().owns(ip_b) && !net.nodes[1].allocator().owns(ip_a));
+
+    // ARP at site A for B's host: answered with the router MAC once the DHT read returns.
+    let router_mac = net.nodes[0].site().router_mac;
+    net.lan(0, &arp_request(MAC_A, ip_a, ip_b));
+    let reply = net.run_until_lan(0, Duration::from_secs(3), |f| arp_reply_for(f, ip_b).is_some());
+    assert_eq!(reply.and_then(|f| arp_reply_for(&f, ip_b)), Some(router_mac));
+
+    // ICMP echo A -> B: the first may be dropped at B while it reads A's address; retry like ping.
+    let mut delivered = None;
+    for seq in 0..6 {
+        net.lan(0, &icmp_frame(MAC_A, router_mac, ip_a, ip_b, true, seq));
+        delivered = net.run_until_lan(1, Duration::from_millis(500), |f| echo_of(f, true).is_some());
+        if delivered.is_some() {
+            break;
+        }
+    }
+    let (dst_mac, src_mac, src, dst, seq) = echo_of(&delivered.expect("the echo reached B"), true).unwrap();
+    assert_eq!((dst_mac, src_mac, src, dst), (MAC_B, router_mac, ip_a, ip_b));
+    // B's host answers; the reply comes back to A's host.
+    net.lan(1, &icmp_frame(MAC_B, router_mac, ip_b, ip_a, false, seq));
+    let back =
+        net.run_until_lan(0, Duration::from_secs(1), |f| echo_of(f, false).is_some()).expect("reply at A");
+    assert_eq!(echo_of(&back, false).unwrap(), (MAC_A, router_mac, ip_b, ip_a, seq));
+    assert!(net.nodes[0].stats().overlay_tx_frames >= 1 && net.nodes[1].stats().overlay_rx_frames >= 1);
+
+    // A spoofed source at A is not tunnelled.
+    let spoofed = Ipv4Address::new(10, 250, 77, 77);
+    let before = net.nodes[0].stats().overlay_src_not_owned;
+    net.lan(0, &icmp_frame(MAC_A, router_mac, spoofed, ip_b, true, 99));
+    assert_eq!(net.nodes[0].stats().overlay_src_not_owned, before + 1);
+    // A spoofed inner source arriving from A's endpoint is dropped at B.
+    let inner = icmp_frame(router_mac, router_mac, spoofed, ip_b, true, 100);
+    let mut dgram = [0u8; FRAME_CAP];
+    let n = vn_core::encap::encapsulate(&inner, 0, 1_000, &mut dgram).unwrap();
+    let before = net.nodes[1].stats().overlay_src_invalid;
+    let from = net.addrs[0];
+    net.nodes[1].handle_overlay(net.now, from, &dgram[..n]);
+    net.drain(1);
+    net.run(Duration::from_secs(1));
+    net.nodes[1].handle_overlay(net.now, from, &dgram[..n]);
+    net.drain(1);
+    assert_eq!(net.nodes[1].stats().overlay_src_invalid, before + 2, "dropped before and after the read");
+    assert!(net
+        .run_until_lan(1, Duration::from_millis(200), |f| echo_of(f, true).is_some_and(|e| e.4 == 100))
+        .is_none());
+    // B's own address claimed by A's endpoint: also refused.
+    let inner = icmp_frame(router_mac, router_mac, ip_b, ip_b, true, 101);
+    let n = vn_core::encap::encapsulate(&inner, 0, 1_001, &mut dgram).unwrap();
+    let before = net.nodes[1].stats().overlay_src_invalid;
+    net.nodes[1].handle_overlay(net.now, from, &dgram[..n]);
+    assert_eq!(net.nodes[1].stats().overlay_src_invalid, before + 1);
+
+    // Two storage nodes die: claims still reach W = 3 of 5, so more hosts get leases and the pool refills.
+    net.alive[3] = false;
+    net.alive[4] = false;
+    let mut leased = vec![ip_a, ip_b];
+    for k in 0..6u8 {
+        let mac = EthernetAddress([0x02, 0xcc, 0, 0, 0, k]);
+        let ip = dora(&mut net, usize::from(k % 2), mac);
+        assert!(!leased.contains(&ip), "unique lease {ip}");
+        leased.push(ip);
+        net.run(Duration::from_secs(2));
+    }
+    for i in 0..2 {
+        assert!(net.nodes[i].overlay().unwrap().pool().free_held() >= 2, "router {i} refilled its pool");
+    }
+}
+
+#[test]
+fn a_hello_of_another_namespace_is_dropped_and_counted() {
+    big_stack(other_namespace);
+}
+
+fn other_namespace() {
+    let mut net = Net::new(7, 0);
+    let mut other = site().params;
+    other.id = [8; 16];
+    let mut b = heapless::Vec::new();
+    b.push(addr(2)).unwrap();
+    let cfg = OverlayConfig {
+        id: NodeId([0xee; 32]),
+        storage: false,
+        fresh: false,
+        lan: true,
+        advertise: Some(addr(5)),
+        bootstrap: b,
+    };
+    let mut stranger = Box::new(VnNode::with_overlay(Site::new(other).unwrap(), 1, cfg));
+    stranger.handle_timeout(net.now);
+    let mut buf = [0u8; FRAME_CAP];
+    let mut sent = 0;
+    while let Some(t) = stranger.poll_transmit(net.now, &mut buf) {
+        if let Transmit::Overlay { to, len } = t {
+            assert_eq!(to, addr(2));
+            net.nodes[2].handle_overlay(net.now, addr(5), &buf[..len]);
+            sent += 1;
+        }
+    }
+    assert!(sent >= 1);
+    assert_eq!(net.nodes[2].stats().overlay_wrong_namespace, sent);
+    assert!(net.nodes[2].overlay().unwrap().peers().get(&NodeId([0xee; 32])).is_none());
+}
