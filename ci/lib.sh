@@ -556,11 +556,12 @@ vt_wanem_start() {
     vt_wait_for 5 grep -q 'vn-wanem: ready' "$log"
 }
 
-# vt_write_node_config FILE TAP STATE_DIR LISTEN ADVERTISE STORAGE PEER...: a P2 daemon config (the [namespace]
-# of vt_write_config, an [overlay] section). TAP "" makes a standalone storage node; ADVERTISE "" leaves it out.
+# vt_write_node_config FILE TAP STATE_DIR LISTEN ADVERTISE STORAGE FOUNDING PEER...: a P2 daemon config (the
+# [namespace] of vt_write_config, an [overlay] section). TAP "" makes a standalone storage node; ADVERTISE ""
+# leaves it out; FOUNDING true makes a founding storage node (votes at once on its state's first start).
 vt_write_node_config() {
-    local file=$1 tap=$2 state=$3 listen=$4 adv=$5 storage=$6 p sep=
-    shift 6
+    local file=$1 tap=$2 state=$3 listen=$4 adv=$5 storage=$6 founding=$7 p sep=
+    shift 7
     mkdir -p "$state"
     {
         vt_namespace_toml
@@ -575,6 +576,7 @@ vt_write_node_config() {
         done
         echo ']'
         echo "storage = $storage"
+        echo "founding = $founding"
         echo
         echo '[daemon]'
         [ -n "$tap" ] && echo "tap = \"$tap\""
@@ -583,7 +585,8 @@ vt_write_node_config() {
 }
 
 # vt_node_config SHORT: write SHORT's config to $VT_WORK/SHORT.toml (routers listen on 0.0.0.0 and advertise
-# their WAN address; storage nodes listen on it), the other four nodes as peers. Prints the file name.
+# their WAN address; storage nodes listen on it), the other four nodes as peers; all five store records and
+# found the namespace. Prints the file name.
 vt_node_config() {
     local short=$1 n peers=() file=$VT_WORK/$1.toml
     for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}"; do
@@ -591,8 +594,8 @@ vt_node_config() {
     done
     case $short in
     r*) vt_write_node_config "$file" vn0 "$VT_WORK/state-$short" "0.0.0.0:$VT_WAN_PORT" \
-        "${VT_WAN_IP[$short]}:$VT_WAN_PORT" true "${peers[@]}" ;;
-    *) vt_write_node_config "$file" "" "$VT_WORK/state-$short" "${VT_WAN_IP[$short]}:$VT_WAN_PORT" "" true \
+        "${VT_WAN_IP[$short]}:$VT_WAN_PORT" true true "${peers[@]}" ;;
+    *) vt_write_node_config "$file" "" "$VT_WORK/state-$short" "${VT_WAN_IP[$short]}:$VT_WAN_PORT" "" true true \
         "${peers[@]}" ;;
     esac
     printf '%s' "$file"
