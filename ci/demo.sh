@@ -145,6 +145,13 @@ demo_two_site() {
         vt_host_exec a1 ping -c 3 -i 0.3 -W 3 "$to" | sed -n '1p;/packets/p;/rtt/p'
     fi
 
+    local hostctl=${CARGO_TARGET_DIR:-$VT_ROOT/target}/${VT_PROFILE:-debug}/hostctl
+    if [ -x "$hostctl" ]; then
+        echo
+        echo "== router A's view of the overlay: hostctl status"
+        "$hostctl" status --socket "$VT_WORK/state-ra/control.sock" | sed -n '/^overlay/,$p' | grep -v '^counters'
+    fi
+
     echo
     echo "== the routers' logs"
     for r in ra rb; do
@@ -159,6 +166,7 @@ The demo is still up (work dir $VT_WORK, daemon logs $VT_WORK/vngate-*.log). Ent
 hostname, /run, lease files and resolv.conf:
     sudo nsenter -t \$(cat $VT_WORK/host-a1/holder.pid) -n -u -m bash   # alpha; host-a2 bravo, host-b1 charlie, host-b2 delta
     sudo ip netns exec ${VT_PREFIX}-ra bash                               # router A (rb: router B, wan: the WAN switch)
+    sudo target/debug/hostctl status --socket $VT_WORK/state-ra/control.sock   # router A's peers, DHT, bindings
 Remove it with: sudo $0 --cleanup
 EOF
     fi
@@ -174,5 +182,6 @@ if [ "$mode" = one ]; then
     demo_one_site
 else
     vt_build_wanem
+    (cd "$VT_ROOT" && cargo build --quiet -p hostctl) || vt_log "hostctl did not build; the demo goes on without it"
     demo_two_site
 fi
