@@ -9,7 +9,8 @@
 #
 # Checks: unique leases in the subnet, every host pings every host across the sites, every host resolves
 # every host name and C-name at 10.250.0.1, iperf3 TCP from alpha to charlie (Mbit/s reported, no threshold),
-# then two storage daemons SIGKILLed: names still resolve, leases renew, new claims (dhcp-probe) still succeed.
+# then two storage daemons SIGKILLed: names still resolve, leases renew, new claims (dhcp-probe) still succeed,
+# and the other site finds them (its router answers ARP for them after a DHT read; an unclaimed address: none).
 #
 #   sudo ci/e2e/two-site.sh                          0 ms, 0 % (what ci/test.sh runs)
 #   sudo WAN_DELAY=50ms WAN_LOSS=1% ci/e2e/two-site.sh
@@ -271,6 +272,9 @@ step_iperf() {
     FIG+=("VN iperf3 alpha->charlie ${MBIT:-?} Mbit/s")
 }
 
+# no_arp_answer HOST IP: an ARP request for IP from HOST goes unanswered (4 s).
+no_arp_answer() { ! vt_host_exec "$1" arping -c 3 -w 4 -I eth0 "$2"; }
+
 # ---- two storage daemons die -------------------------------------------------------------------------------
 step_storage_loss() {
     local n h c ip rc out r p all w="with s1, s2 dead:"
@@ -327,9 +331,17 @@ step_storage_loss() {
     for p in "${NEW_IPS[@]}"; do
         h=a1
         [ "${VT_SITE[${p%%:*}]}" = ra ] && h=b2
+        # The other site's router answers ARP for the new address only once a DHT read (3 of 5 replicas
+        # left) has found its record.
+        across "$w ${VT_HOSTNAME[$h]}'s ARP for ${p#*:} (claimed on the other site) is answered (record read)" \
+            vt_host_exec "$h" arping -c 4 -w 8 -I eth0 "${p#*:}"
         across "$w ${VT_HOSTNAME[$h]} resolves echo-${p%%:*}.$VT_DOMAIN (claimed on the other site)" \
             vt_wait_for 10 resolves "$h" "echo-${p%%:*}.$VT_DOMAIN" "${p#*:}"
     done
+    # The negative control of the ARP checks above: an address nobody claimed (10.250.255.77; a pre-claimed
+    # pool hit is some 12 in 65 000) gets no answer.
+    across "$w alpha's ARP for unclaimed 10.250.255.77 gets no answer" \
+        no_arp_answer a1 10.250.255.77
     vt_check "vngate on ra still runs" kill -0 "${VT_NODE_PID[ra]}"
     vt_check "vngate on rb still runs" kill -0 "${VT_NODE_PID[rb]}"
 }
