@@ -363,11 +363,25 @@ mod tests {
     }
 }
 
+/// How this node joins its LAN (DESIGN.md "Modes"): the namespace's parameters are the same at every
+/// node, the role is each node's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeRole {
+    /// IPOP's VN router: a TAP on a dedicated bridge with the LAN's hosts behind it.
+    #[default]
+    Router,
+    /// IPOP's VN interface: the host's own TAP and one VN address. Never hands out a default route
+    /// (option 3 or a 0/0 in 121): it would pull the overlay's own traffic into the TAP.
+    Interface,
+}
+
 /// The parameters plus what derives from them, computed once: what every component gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
     /// The namespace parameters.
     pub params: NamespaceParams,
+    /// This node's role on its LAN.
+    pub role: NodeRole,
     /// [`NamespaceParams::router_mac`].
     pub router_mac: EthernetAddress,
     /// [`NamespaceParams::dns_addr`] (`.1`).
@@ -377,14 +391,25 @@ pub struct Site {
 }
 
 impl Site {
-    /// Validate `params` and derive the rest.
+    /// Validate `params` and derive the rest, for a router.
     pub fn new(params: NamespaceParams) -> Result<Self, ConfigError> {
+        Self::with_role(params, NodeRole::Router)
+    }
+
+    /// Validate `params` and derive the rest, for a node in `role`.
+    pub fn with_role(params: NamespaceParams, role: NodeRole) -> Result<Self, ConfigError> {
         params.validate()?;
         Ok(Self {
+            role,
             router_mac: params.router_mac(),
             dns_addr: params.dns_addr(),
             gateway_addr: params.gateway_addr(),
             params,
         })
+    }
+
+    /// Whether DHCP hands out a default route via `.2`: only a router of a namespace with egress.
+    pub fn default_route(&self) -> bool {
+        self.params.egress && self.role == NodeRole::Router
     }
 }

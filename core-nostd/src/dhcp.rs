@@ -1007,11 +1007,11 @@ fn reply(site: &Site, req: &DhcpRepr, message_type: DhcpMessageType) -> DhcpRepr
     r
 }
 
-/// Options 1, 3/121 (by egress policy), 6, 15, 26, 28 and the lease times 51/58/59.
+/// Options 1, 3/121 (by egress policy and node role), 6, 15, 26, 28 and the lease times 51/58/59.
 fn add_config(site: &Site, req: &DhcpRepr, r: &mut DhcpRepr, lease: Option<Duration>) {
     let p = &site.params;
     r.subnet_mask = Some(p.netmask());
-    if p.egress {
+    if site.default_route() {
         r.router = Some(site.gateway_addr);
         // RFC 3442: a client that takes 121 ignores 3, so the default route goes in 121 too.
         if req.requested(opt::CLASSLESS_ROUTES) {

@@ -13,6 +13,18 @@
 //! NODATA, both with a synthesized SOA in the authority section (RFC 2308) whose negative TTL is short,
 //! as are all TTLs here: names move with leases.
 //!
+//! **Hostnames of other sites** ([`DnsServer::handle_query_with`], a node in an overlay): a name
+//! `<label>.<domain>` that is neither `ns`, an IP-derived name nor a local hostname is `host:<label>`
+//! in the DHT. The query is parked (at most `PENDING` at once; beyond that SERVFAIL) and a read starts
+//! through [`HostLookup`]; its outcome comes back by [`DnsServer::host_done`]: found -> the A record
+//! (NODATA for other types), a read quorum said absent -> NXDOMAIN with the SOA, anything else (no
+//! quorum, no storage node, a record that is no VN address) or no outcome within [`HOST_TIMEOUT`]
+//! -> SERVFAIL, so a resolver never caches a negative answer the VN did not give. A local hostname that
+//! another node holds in the DHT ([`HostLookup::shadowed`]: it registered the name first) is not
+//! answered locally, forward or reverse, so every site gives the same answer. The PTR of another
+//! site's address is its IP-derived name (no reverse record in the DHT yet). Without an overlay
+//! ([`DnsServer::handle_query`]) such names are NXDOMAIN.
+//!
 //! Everything else is forwarded to `site.params.upstream_dns` (REFUSED when there is none) from a random
 //! source port with a random id (RFC 5452); the answer must come from the upstream's address and port 53,
 //! to that port, with that id and the same question, or it is dropped and counted. The table of
@@ -23,12 +35,12 @@
 
 use core::net::{SocketAddr, SocketAddrV4};
 
-use heapless::Vec;
+use heapless::{String, Vec};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::Ipv4Address;
 
-use crate::config::Site;
-use crate::dhcp::NameTable;
+use crate::config::{is_hostname_label, Site};
+use crate::dhcp::{NameTable, MAX_HOSTNAME};
 use crate::queue::Cx;
 use crate::wire::dns::{
     Class, Flags, Name, Opcode, Opt, Packet, Question, RData, Rcode, Record, Repr, Soa, Type, HEADER_LEN,
@@ -51,6 +63,10 @@ pub const NEGATIVE_TTL: u32 = 10;
 const NS_LABEL: &[u8] = b"ns";
 /// Label of the SOA's responsible mailbox.
 const HOSTMASTER_LABEL: &[u8] = b"hostmaster";
+
+/// How long a query waits for its DHT read before the client gets SERVFAIL: below the 5 s after which
+/// glibc and dig retry, above a read's usual round trips (the DHT retransmits every 300 ms).
+pub const HOST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Records per section of the messages handled here: a query's OPT is apart, so this is plenty.
 const SECTION: usize = 2;
@@ -78,6 +94,54 @@ struct Pending {
     deadline: Instant,
 }
 
+/// A query waiting for a DHT read of `host:<label>`.
+struct Parked {
+    /// The hostname label, lowercase.
+    label: String<MAX_HOSTNAME>,
+    /// The client's datagram, to answer it.
+    client: UdpMeta,
+    /// The query.
+    query: Query,
+    /// When the client gets SERVFAIL.
+    deadline: Instant,
+}
+
+/// What a DHT read of `host:<label>` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAnswer {
+    /// The live record's address.
+    Found(Ipv4Address),
+    /// A read quorum holds no live record.
+    Absent,
+    /// No quorum answered, no storage node is known, or the record was malformed.
+    Failed,
+}
+
+/// The overlay's side of hostname resolution (implemented by [`crate::overlay::Overlay`]).
+pub trait HostLookup {
+    /// Whether the local hostname `label` (lowercase) is held by another node in the DHT: then this
+    /// site does not answer it from its own table.
+    fn shadowed(&self, label: &str) -> bool;
+    /// Starts a read of `host:<label>` (or joins one in flight); false when none could start. Its
+    /// outcome is handed to [`DnsServer::host_done`].
+    fn begin_host_lookup(&mut self, now: Instant, label: &str) -> bool;
+}
+
+/// The local name table with what another node holds in the DHT hidden.
+struct Visible<'a> {
+    names: &'a dyn NameTable,
+    hosts: Option<&'a dyn HostLookup>,
+}
+
+impl NameTable for Visible<'_> {
+    fn lookup(&self, label: &str) -> Option<Ipv4Address> {
+        self.names.lookup(label).filter(|_| self.hosts.is_none_or(|h| !h.shadowed(label)))
+    }
+    fn name_of(&self, ip: Ipv4Address) -> Option<&str> {
+        self.names.name_of(ip).filter(|n| self.hosts.is_none_or(|h| !h.shadowed(n)))
+    }
+}
+
 /// What a parsed query carries that the answer needs.
 struct Query {
     id: u16,
@@ -94,9 +158,11 @@ impl Query {
     }
 }
 
-/// The DNS responder with room for `PENDING` forwarded queries (when full, new ones get SERVFAIL).
+/// The DNS responder with room for `PENDING` forwarded queries and as many queries waiting for the
+/// DHT (when either table is full, new ones get SERVFAIL).
 pub struct DnsServer<const PENDING: usize> {
     pending: Vec<Pending, PENDING>,
+    parked: Vec<Parked, PENDING>,
 }
 
 /// 32 forwarded queries in flight.
@@ -206,12 +272,14 @@ enum Local {
     Exists(Vec<RData<'static>, SECTION>),
     /// Ours; no such name.
     NxDomain,
+    /// Ours; a hostname this site does not hold: `host:<label>` in the DHT, NXDOMAIN without one.
+    Remote(String<MAX_HOSTNAME>),
 }
 
 impl<const PENDING: usize> DnsServer<PENDING> {
     /// Empty responder.
     pub fn new() -> Self {
-        Self { pending: Vec::new() }
+        Self { pending: Vec::new(), parked: Vec::new() }
     }
 
     /// The VN domain as a name (validated by the config, so it parses; the root otherwise).
@@ -270,6 +338,15 @@ impl<const PENDING: usize> DnsServer<PENDING> {
         Self::under_domain(site, &ip_label(ip))
     }
 
+    /// The answer to `q` for a name that holds address `ip`.
+    fn address(q: &Question, ip: Ipv4Address) -> Local {
+        let mut v = Vec::new();
+        if q.qtype == Type::A || q.qtype == Type::Any {
+            let _ = v.push(RData::A(ip));
+        }
+        Local::Exists(v)
+    }
+
     /// Answer `q` from the local zones. Returns the zone apex too (the SOA owner).
     fn lookup(site: &Site, names: &dyn NameTable, q: &Question) -> (Local, Option<Name>) {
         let want = |t: Type| q.qtype == t || q.qtype == Type::Any;
@@ -292,13 +369,12 @@ impl<const PENDING: usize> DnsServer<PENDING> {
                     Local::Exists(v)
                 }
                 Some([label]) => {
+                    let mut lower: String<MAX_HOSTNAME> = String::new();
                     let ip = if label.eq_ignore_ascii_case(NS_LABEL) {
                         Some(site.dns_addr)
                     } else if let Some(ip) = ip_of_label(site, label) {
                         Some(ip)
                     } else {
-                        let mut lower: heapless::String<{ crate::dhcp::MAX_HOSTNAME }> =
-                            heapless::String::new();
                         label
                             .iter()
                             .all(|c| lower.push(char::from(c.to_ascii_lowercase())).is_ok() && c.is_ascii())
@@ -306,8 +382,8 @@ impl<const PENDING: usize> DnsServer<PENDING> {
                             .flatten()
                     };
                     match ip {
-                        Some(ip) if want(Type::A) => Local::Exists(one(RData::A(ip))),
-                        Some(_) => Local::Exists(Vec::new()),
+                        Some(ip) => Self::address(q, ip),
+                        None if is_hostname_label(&lower) => Local::Remote(lower),
                         None => Local::NxDomain,
                     }
                 }
@@ -375,12 +451,40 @@ impl<const PENDING: usize> DnsServer<PENDING> {
         (local, soa_owner)
     }
 
-    /// A query (UDP payload) to `.1:53` from the LAN.
+    /// A query (UDP payload) to `.1:53` from the LAN, on a node without an overlay: hostnames not in
+    /// `names` are NXDOMAIN.
     pub fn handle_query(
         &mut self,
         cx: &mut Cx<'_>,
         site: &Site,
         names: &dyn NameTable,
+        meta: &UdpMeta,
+        payload: &[u8],
+    ) {
+        self.query(cx, site, names, None, meta, payload)
+    }
+
+    /// A query (UDP payload) to `.1:53` from the LAN, on a node in an overlay: hostnames not in
+    /// `names` are looked up in the DHT through `hosts` (module doc); the caller then moves the
+    /// overlay along and hands the read's outcome to [`DnsServer::host_done`].
+    pub fn handle_query_with(
+        &mut self,
+        cx: &mut Cx<'_>,
+        site: &Site,
+        names: &dyn NameTable,
+        hosts: &mut dyn HostLookup,
+        meta: &UdpMeta,
+        payload: &[u8],
+    ) {
+        self.query(cx, site, names, Some(hosts), meta, payload)
+    }
+
+    fn query(
+        &mut self,
+        cx: &mut Cx<'_>,
+        site: &Site,
+        names: &dyn NameTable,
+        hosts: Option<&mut dyn HostLookup>,
         meta: &UdpMeta,
         payload: &[u8],
     ) {
@@ -435,11 +539,76 @@ impl<const PENDING: usize> DnsServer<PENDING> {
             send_to_client(cx, site, meta, query.limit(), &r);
             return;
         }
-        let (local, apex) = Self::lookup(site, names, &query.question);
+        let visible = Visible { names, hosts: hosts.as_deref().map(|h| h as &dyn HostLookup) };
+        let (local, apex) = Self::lookup(site, &visible, &query.question);
         match local {
             Local::NotOurs => self.forward(cx, site, meta, query),
+            Local::Remote(label) => match hosts {
+                Some(h) => self.park(cx, site, h, meta, query, label),
+                None => self.send_local(cx, site, meta, &query, Local::NxDomain, apex),
+            },
+            local => self.send_local(cx, site, meta, &query, local, apex),
+        }
+    }
+
+    /// Parks `q` until the DHT read of `host:<label>` ends; SERVFAIL when it cannot wait.
+    fn park(
+        &mut self,
+        cx: &mut Cx<'_>,
+        site: &Site,
+        hosts: &mut dyn HostLookup,
+        meta: &UdpMeta,
+        q: Query,
+        label: String<MAX_HOSTNAME>,
+    ) {
+        if self.parked.is_full() {
+            cx.stats.dns_dropped += 1;
+            let r = self.reply(site, &q, false, Rcode::ServFail);
+            send_to_client(cx, site, meta, q.limit(), &r);
+            return;
+        }
+        if !hosts.begin_host_lookup(cx.now, &label) {
+            cx.stats.dns_dht_failures += 1;
+            let r = self.reply(site, &q, false, Rcode::ServFail);
+            send_to_client(cx, site, meta, q.limit(), &r);
+            return;
+        }
+        cx.stats.dns_dht_lookups += 1;
+        // Not full: checked above.
+        let _ = self.parked.push(Parked { label, client: *meta, query: q, deadline: cx.now + HOST_TIMEOUT });
+    }
+
+    /// The DHT read of `host:<label>` (lowercase) ended: answers every query parked on it.
+    pub fn host_done(&mut self, cx: &mut Cx<'_>, site: &Site, label: &str, answer: HostAnswer) {
+        while let Some(i) = self.parked.iter().position(|p| p.label.as_str() == label) {
+            let p = self.parked.swap_remove(i);
+            let local = match answer {
+                HostAnswer::Found(ip) if site.params.is_vn_host(ip) => Self::address(&p.query.question, ip),
+                HostAnswer::Absent => Local::NxDomain,
+                HostAnswer::Found(_) | HostAnswer::Failed => {
+                    cx.stats.dns_dht_failures += 1;
+                    let r = self.reply(site, &p.query, false, Rcode::ServFail);
+                    send_to_client(cx, site, &p.client, p.query.limit(), &r);
+                    continue;
+                }
+            };
+            self.send_local(cx, site, &p.client, &p.query, local, Some(Self::domain(site)));
+        }
+    }
+
+    /// Sends the authoritative answer `local` (Exists or NxDomain) to `query`.
+    fn send_local(
+        &mut self,
+        cx: &mut Cx<'_>,
+        site: &Site,
+        meta: &UdpMeta,
+        query: &Query,
+        local: Local,
+        apex: Option<Name>,
+    ) {
+        match local {
             Local::Exists(data) => {
-                let mut r = self.reply(site, &query, true, Rcode::NoError);
+                let mut r = self.reply(site, query, true, Rcode::NoError);
                 for d in data {
                     let _ = r.answers.push(Record {
                         name: query.question.name.clone(),
@@ -453,8 +622,8 @@ impl<const PENDING: usize> DnsServer<PENDING> {
                 }
                 send_to_client(cx, site, meta, query.limit(), &r);
             }
-            Local::NxDomain => {
-                let mut r = self.reply(site, &query, true, Rcode::NxDomain);
+            _ => {
+                let mut r = self.reply(site, query, true, Rcode::NxDomain);
                 let _ = r.authority.push(Self::soa_at(site, apex));
                 send_to_client(cx, site, meta, query.limit(), &r);
             }
@@ -571,13 +740,25 @@ impl<const PENDING: usize> DnsServer<PENDING> {
         });
     }
 
-    /// Next deadline: the oldest forwarded query's timeout.
+    /// Next deadline: the oldest forwarded or parked query's timeout.
     pub fn poll_at(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.deadline).min()
+        self.pending.iter().map(|p| p.deadline).chain(self.parked.iter().map(|p| p.deadline)).min()
     }
 
-    /// Timers: forwarded queries the upstream left unanswered get SERVFAIL.
+    /// Queries waiting for the DHT.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Timers: forwarded queries the upstream left unanswered, and parked queries the DHT left
+    /// unanswered, get SERVFAIL.
     pub fn handle_timeout(&mut self, cx: &mut Cx<'_>, site: &Site) {
+        while let Some(i) = self.parked.iter().position(|p| p.deadline <= cx.now) {
+            let p = self.parked.swap_remove(i);
+            cx.stats.dns_dht_failures += 1;
+            let r = self.reply(site, &p.query, false, Rcode::ServFail);
+            send_to_client(cx, site, &p.client, p.query.limit(), &r);
+        }
         while let Some(i) = self.pending.iter().position(|p| p.deadline <= cx.now) {
             let p = self.pending.swap_remove(i);
             cx.stats.dns_upstream_timeouts += 1;
@@ -1239,5 +1420,185 @@ mod tests {
         let a = answer(t.query(&NONE, &m));
         assert_eq!(parse(&a).rcode(), Rcode::Refused);
         assert_eq!(t.stats.dns_forwarded, 0);
+    }
+
+    /// The overlay's side, faked: which names another node holds, which reads started.
+    struct Hosts {
+        shadow: &'static [&'static str],
+        can_start: bool,
+        begun: StdVec<std::string::String>,
+    }
+
+    impl Hosts {
+        fn new() -> Self {
+            Hosts { shadow: &[], can_start: true, begun: StdVec::new() }
+        }
+    }
+
+    impl HostLookup for Hosts {
+        fn shadowed(&self, label: &str) -> bool {
+            self.shadow.contains(&label)
+        }
+        fn begin_host_lookup(&mut self, _now: Instant, label: &str) -> bool {
+            self.begun.push(label.into());
+            self.can_start
+        }
+    }
+
+    impl T {
+        fn query_with(&mut self, names: &dyn NameTable, hosts: &mut Hosts, payload: &[u8]) -> StdVec<Out> {
+            let mut cx = Cx { now: self.now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            self.dns.handle_query_with(&mut cx, &self.site, names, hosts, &meta(), payload);
+            self.drain()
+        }
+
+        fn done(&mut self, label: &str, a: HostAnswer) -> StdVec<Out> {
+            let mut cx = Cx { now: self.now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+            self.dns.host_done(&mut cx, &self.site, label, a);
+            self.drain()
+        }
+    }
+
+    #[test]
+    fn other_sites_hostnames_are_parked_and_answered_from_the_dht() {
+        let mut t = T::new(true);
+        let mut h = Hosts::new();
+        let far = Ipv4Address::new(10, 250, 44, 4);
+        // Two clients ask (one in another case, one for AAAA): one read each, both parked, no answer yet.
+        assert!(t.query_with(&LAPTOP, &mut h, &q(20, "NAS.demo.home.arpa", Type::A, Some(0))).is_empty());
+        assert!(t.query_with(&LAPTOP, &mut h, &q(21, "nas.demo.home.arpa", Type::Aaaa, None)).is_empty());
+        assert_eq!(h.begun, ["nas", "nas"], "asked in lowercase");
+        assert_eq!(t.dns.parked(), 2);
+        assert!(t.dns.poll_at().is_some_and(|d| d == t.now + HOST_TIMEOUT));
+        // Local names, C-names and ns never go to the DHT.
+        for n in ["laptop.demo.home.arpa", "C250005005.demo.home.arpa", "ns.demo.home.arpa"] {
+            assert_eq!(
+                parse(&answer(t.query_with(&LAPTOP, &mut h, &q(22, n, Type::A, None)))).rcode(),
+                Rcode::NoError
+            );
+        }
+        assert_eq!(h.begun.len(), 2);
+        // Another name's outcome answers nobody.
+        assert!(t.done("other", HostAnswer::Absent).is_empty());
+        let out = t.done("nas", HostAnswer::Found(far));
+        assert_eq!(out.len(), 2);
+        let mut by_id = out
+            .into_iter()
+            .map(|o| match o {
+                Out::Client(p) => p,
+                o => panic!("{o:?}"),
+            })
+            .collect::<StdVec<_>>();
+        by_id.sort_by_key(|p| u16::from_be_bytes([p[0], p[1]]));
+        let a = parse(&by_id[0]);
+        assert_eq!((a.id, a.rcode()), (20, Rcode::NoError));
+        assert!(a.flags.authoritative);
+        assert_eq!(only_a(&a), far);
+        assert_eq!(a.answers[0].name.as_wire(), name("NAS.demo.home.arpa").as_wire(), "the client's case");
+        assert!(a.opt.is_some(), "the client sent OPT");
+        // AAAA of an existing name: NODATA with the SOA.
+        let aaaa = parse(&by_id[1]);
+        assert_eq!((aaaa.id, aaaa.rcode()), (21, Rcode::NoError));
+        assert!(aaaa.answers.is_empty());
+        assert_soa_authority(&aaaa, "demo.home.arpa");
+        assert_eq!(t.dns.parked(), 0);
+        assert_eq!((t.stats.dns_dht_lookups, t.stats.dns_dht_failures, t.stats.dns_forwarded), (2, 0, 0));
+        // A late duplicate outcome finds nobody.
+        assert!(t.done("nas", HostAnswer::Found(far)).is_empty());
+    }
+
+    #[test]
+    fn a_quorums_absence_is_nxdomain_and_a_failed_read_servfail() {
+        let mut t = T::new(false);
+        let mut h = Hosts::new();
+        assert!(t.query_with(&NONE, &mut h, &q(30, "ghost.demo.home.arpa", Type::A, None)).is_empty());
+        let a = answer(t.done("ghost", HostAnswer::Absent));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::NxDomain);
+        assert!(r.flags.authoritative && r.answers.is_empty());
+        assert_soa_authority(&r, "demo.home.arpa");
+
+        assert!(t.query_with(&NONE, &mut h, &q(31, "ghost.demo.home.arpa", Type::A, None)).is_empty());
+        let a = answer(t.done("ghost", HostAnswer::Failed));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::ServFail);
+        assert!(!r.flags.authoritative && r.authority.is_empty());
+        // A record whose value is no VN host address is not passed on.
+        assert!(t.query_with(&NONE, &mut h, &q(32, "ghost.demo.home.arpa", Type::A, None)).is_empty());
+        let a = answer(t.done("ghost", HostAnswer::Found(Ipv4Address::new(192, 0, 2, 1))));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::ServFail);
+        assert_eq!(t.stats.dns_dht_failures, 2);
+    }
+
+    #[test]
+    fn a_silent_dht_answers_servfail_at_the_deadline() {
+        let mut t = T::new(false);
+        let mut h = Hosts::new();
+        assert!(t.query_with(&NONE, &mut h, &q(40, "slow.demo.home.arpa", Type::A, None)).is_empty());
+        t.now += HOST_TIMEOUT - Duration::from_millis(1);
+        assert!(t.timeout().is_empty());
+        t.now += Duration::from_millis(1);
+        let a = answer(t.timeout());
+        let r = parse(&a);
+        assert_eq!((r.id, r.rcode()), (40, Rcode::ServFail));
+        assert_eq!(t.dns.poll_at(), None);
+        assert_eq!(t.stats.dns_dht_failures, 1);
+        // The read's late outcome is dropped.
+        assert!(t.done("slow", HostAnswer::Found(CLIENT)).is_empty());
+    }
+
+    #[test]
+    fn a_full_table_or_a_read_that_cannot_start_answers_servfail() {
+        let mut t = T::new(false);
+        let mut h = Hosts::new();
+        for id in 0..2 {
+            assert!(t.query_with(&NONE, &mut h, &q(id, "a.demo.home.arpa", Type::A, None)).is_empty());
+        }
+        let a = answer(t.query_with(&NONE, &mut h, &q(2, "b.demo.home.arpa", Type::A, None)));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::ServFail);
+        assert_eq!(t.stats.dns_dropped, 1);
+        assert_eq!(h.begun.len(), 2, "no read for a query that cannot wait");
+
+        let mut t = T::new(false);
+        let mut h = Hosts { can_start: false, ..Hosts::new() };
+        let a = answer(t.query_with(&NONE, &mut h, &q(3, "a.demo.home.arpa", Type::A, None)));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::ServFail);
+        assert_eq!((t.dns.parked(), t.stats.dns_dht_failures), (0, 1));
+    }
+
+    #[test]
+    fn a_name_another_node_holds_is_not_answered_locally() {
+        let mut t = T::new(false);
+        let mut h = Hosts { shadow: &["laptop"], ..Hosts::new() };
+        // Forward: the DHT answers, not the local table.
+        assert!(t.query_with(&LAPTOP, &mut h, &q(50, "laptop.demo.home.arpa", Type::A, None)).is_empty());
+        assert_eq!(h.begun, ["laptop"]);
+        let winner = Ipv4Address::new(10, 250, 60, 6);
+        assert_eq!(only_a(&parse(&answer(t.done("laptop", HostAnswer::Found(winner))))), winner);
+        // Reverse: the loser's address has its IP-derived name.
+        let a = answer(t.query_with(&LAPTOP, &mut h, Q_PTR));
+        let r = parse(&a);
+        assert_eq!(r.answers[0].data, RData::Ptr(name("C250005005.demo.home.arpa")));
+        // Names nobody shadows still answer locally.
+        let a = answer(t.query_with(&LAPTOP, &mut h, &q(51, "printer.demo.home.arpa", Type::A, None)));
+        assert_eq!(only_a(&parse(&a)), Ipv4Address::new(10, 250, 9, 9));
+    }
+
+    #[test]
+    fn without_an_overlay_unknown_hostnames_stay_nxdomain() {
+        let mut t = T::new(false);
+        let a = answer(t.query(&NONE, &q(60, "nas.demo.home.arpa", Type::A, None)));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::NxDomain);
+        assert_eq!((t.dns.parked(), t.stats.dns_dht_lookups), (0, 0));
+        // Labels that are no hostname are NXDOMAIN even with an overlay, without a read.
+        let mut h = Hosts::new();
+        let a = answer(t.query_with(&NONE, &mut h, &q(61, "_x.demo.home.arpa", Type::A, None)));
+        let r = parse(&a);
+        assert_eq!(r.rcode(), Rcode::NxDomain);
+        assert!(h.begun.is_empty());
     }
 }

@@ -15,11 +15,11 @@ use smoltcp::wire::{
 
 use crate::arp::{ArpOutcome, ArpProxy};
 use crate::config::Site;
-use crate::dhcp::{Allocator, Binding, DhcpServer, LocalPool};
+use crate::dhcp::{Allocator, Binding, DhcpServer, LocalPool, NameTable};
 use crate::dns::DnsServer;
 use crate::encap::{self, MtuVerdict, PmtuGuard};
 use crate::event::Event;
-use crate::overlay::{Overlay, OverlayConfig};
+use crate::overlay::{NameSource, Overlay, OverlayConfig};
 use crate::queue::{Cx, Dest, Outbox, Transmit};
 use crate::rand::Rng;
 use crate::stats::Stats;
@@ -95,12 +95,15 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         self.overlay.as_ref().is_none_or(|o| o.lan())
     }
 
-    /// Passes the finished route reads to proxy ARP.
+    /// Passes the finished route reads to proxy ARP and the finished hostname reads to DNS.
     fn drain_routes(&mut self, now: Instant) {
         let Some(o) = self.overlay.as_mut() else { return };
         let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
         while let Some((ip, found)) = o.take_route_done() {
             self.arp.lookup_done(&mut cx, &self.site, ip, found);
+        }
+        while let Some((label, answer)) = o.take_host_done() {
+            self.dns.host_done(&mut cx, &self.site, &label, answer);
         }
     }
 
@@ -109,24 +112,28 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         let Some(o) = self.overlay.as_mut() else { return };
         // Bounded: a change beyond it (many leases ending at once) leaves the address claimed and
         // bound in the pool until it is granted or ends again; never a double claim.
-        let mut changes: heapless::Vec<(bool, Ipv4Address), 64> = heapless::Vec::new();
+        // (ip, granted; ended when false, `None` when only its name ends).
+        let mut changes: heapless::Vec<(Ipv4Address, Option<bool>), 64> = heapless::Vec::new();
         for ev in self.out.events.iter().skip(from) {
-            match *ev {
-                Event::LeaseGranted { ip, .. } => {
-                    let _ = changes.push((true, ip));
-                }
-                Event::LeaseEnded { ip, .. } => {
-                    let _ = changes.push((false, ip));
-                }
-                _ => {}
-            }
+            let _ = match *ev {
+                Event::LeaseGranted { ip, .. } => changes.push((ip, Some(true))),
+                Event::LeaseEnded { ip, .. } => changes.push((ip, Some(false))),
+                // A quarantined binding loses its name; the address stays claimed.
+                Event::AddressDeclined { ip, .. } => changes.push((ip, None)),
+                _ => Ok(()),
+            };
         }
         let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
-        for (granted, ip) in changes {
-            if granted {
-                o.lease_granted(&mut cx, ip);
-            } else {
-                o.lease_ended(&mut cx, ip);
+        for (ip, change) in changes {
+            // The lease's hostname as the DHCP server registered it (first wins at this site).
+            match self.dhcp.name_of(ip).filter(|_| change == Some(true)) {
+                Some(name) => o.register_name(&mut cx, name, ip, NameSource::Lease),
+                None => o.unregister_ip(&mut cx, ip),
+            }
+            match change {
+                Some(true) => o.lease_granted(&mut cx, ip),
+                Some(false) => o.lease_ended(&mut cx, ip),
+                None => {}
             }
         }
         o.pump_with(&mut cx, &self.site);
@@ -151,6 +158,9 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             if let Some(o) = self.overlay.as_mut() {
                 let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
                 o.restore(&mut cx, binding.ip);
+                if let Some(name) = self.dhcp.name_of(binding.ip) {
+                    o.register_name(&mut cx, name, binding.ip, NameSource::Lease);
+                }
             }
         }
         ok
@@ -319,7 +329,14 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                     }
                     DNS_PORT if dst == site.dns_addr => {
                         cx.stats.dns_rx += 1;
-                        dns.handle_query(&mut cx, site, &*dhcp, &meta, udp_payload);
+                        match self.overlay.as_mut() {
+                            Some(o) => {
+                                dns.handle_query_with(&mut cx, site, &*dhcp, o, &meta, udp_payload);
+                                o.pump_with(&mut cx, site);
+                            }
+                            None => dns.handle_query(&mut cx, site, &*dhcp, &meta, udp_payload),
+                        }
+                        self.drain_routes(now);
                     }
                     _ => cx.stats.other_dropped += 1,
                 }

@@ -23,6 +23,20 @@
 //! - **Routes**: a bounded cache of VN address -> (owner, endpoint), filled by reads of `ip:<addr>`
 //!   whose value is the owner's endpoint, expiring after [`ROUTE_TTL`] (an absent address after
 //!   [`NEGATIVE_ROUTE_TTL`]). Proxy ARP asks it through [`crate::arp::RemoteRoutes`].
+//! - **Hostnames** (DESIGN.md "dns"): a lease's hostname (the DHCP server's name table, first
+//!   registration wins at the site) is created as `host:<name>` (value: the IPv4 address, 4 bytes;
+//!   longer values are read by their first 4, room for a source flag) owned by this node, TTL
+//!   [`HOST_TTL`], renewed by the engine with its claims, deleted when the lease ends or the name
+//!   changes. First registration wins across the VN: when the Create meets another owner's live record
+//!   the name is *lost* here: counted, retried every [`HOST_RETRY`] (it may be freed), and
+//!   [`crate::dns::HostLookup::shadowed`] tells DNS not to answer it from the local table, so every
+//!   site answers the winner's address. A Create that fails otherwise (no quorum) is retried the same
+//!   way and the local table keeps answering meanwhile. [`NameSource::Admin`] is the hook for hostctl
+//!   reservations: locally an admin name replaces a lease's of the same name; taking it over from
+//!   another node (a Transfer by the admin) is not built. Reads for DNS ([`Overlay`]'s
+//!   [`crate::dns::HostLookup`]) share one DHT read per name in flight; their outcomes are handed out by
+//!   [`Overlay::take_host_done`]. A `host:` record is not bound to its owner's `node:` record: a dead
+//!   router's names lapse after [`HOST_TTL`].
 //! - **Data**: a frame from the LAN to the router MAC for a remote VN address is tunnelled to the
 //!   owner's endpoint only when its source is an address this node holds; a frame from the overlay is
 //!   delivered only when its source belongs to the sending node and its destination is held here and
@@ -30,14 +44,15 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use heapless::Vec;
+use heapless::{String, Vec};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::Ipv4Address;
 
 use crate::arp::{RemoteRoute, RemoteRoutes, TokenBucket};
 use crate::config::Site;
-use crate::dhcp::Allocator;
+use crate::dhcp::{Allocator, MAX_HOSTNAME};
 use crate::dht::{self, Dht, Key, Kind, OpError, OpId, OpResult, Outcome};
+use crate::dns::{HostAnswer, HostLookup};
 use crate::id::NodeId;
 use crate::peers::{Auth, Peers, PeersConfig, Received};
 use crate::queue::{Cx, Dest};
@@ -71,6 +86,17 @@ pub const IP_TTL: Duration = Duration::from_secs(300);
 pub const ROUTE_TTL: Duration = Duration::from_secs(60);
 /// How long an address a quorum found absent stays negative.
 pub const NEGATIVE_ROUTE_TTL: Duration = Duration::from_secs(5);
+
+/// Hostnames this node registers in the DHT; beyond it a name is not registered (counted in
+/// `overlay_names_lost`) and only the local table answers it.
+pub const HOST_NAMES: usize = 64;
+/// TTL of our `host:` records (renewed at a third of it).
+pub const HOST_TTL: Duration = Duration::from_secs(120);
+/// Interval between attempts to register a name that failed or was held by another node.
+pub const HOST_RETRY: Duration = Duration::from_secs(30);
+/// Finished hostname reads kept until [`Overlay::take_host_done`]; beyond it the oldest is dropped
+/// (its DNS query then times out to SERVFAIL).
+pub const HOST_DONE: usize = 8;
 
 /// The DHT engine a node runs: member table, ops, claims, outbox.
 pub type Engine = Dht<Vec<NodeId, MEMBERS>, 16, CLAIMS, 64>;
@@ -201,11 +227,48 @@ struct Route {
     expires: Instant,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Purpose {
     Claim(Ipv4Address),
     Route(Ipv4Address),
     Delete,
+    /// A Create of `host:<name>` (the key).
+    Name(Key),
+    /// A read of `host:<label>` for DNS.
+    HostRead(HostLabel),
+}
+
+/// A hostname label, lowercase.
+pub type HostLabel = String<MAX_HOSTNAME>;
+
+/// Who asked for a hostname: an admin's name wins over a lease's (DESIGN.md "dns").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NameSource {
+    /// A DHCP lease's option 12/81.
+    Lease,
+    /// An admin reservation (hostctl reserve; not wired yet).
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameState {
+    /// A Create in flight.
+    Registering,
+    /// Ours in the DHT (the engine renews it).
+    Held,
+    /// Not ours: try again at `at`; `lost` when another node holds it.
+    Waiting { lost: bool, at: Instant },
+}
+
+#[derive(Debug, Clone)]
+struct HostName {
+    name: HostLabel,
+    ip: Ipv4Address,
+    key: Key,
+    source: NameSource,
+    state: NameState,
+    /// The highest generation seen for the key (for the next Create).
+    after: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -243,6 +306,8 @@ pub struct Overlay {
     counter: u64,
     hello_bucket: TokenBucket,
     route_done: Vec<RouteDone, 8>,
+    names: Vec<HostName, HOST_NAMES>,
+    host_done: Vec<(HostLabel, HostAnswer), HOST_DONE>,
 }
 
 impl Overlay {
@@ -288,6 +353,8 @@ impl Overlay {
             counter: 0,
             hello_bucket: TokenBucket::new(Instant::ZERO, 8, Duration::from_millis(500)),
             route_done: Vec::new(),
+            names: Vec::new(),
+            host_done: Vec::new(),
         }
     }
 
@@ -540,6 +607,132 @@ impl Overlay {
         }
     }
 
+    fn host_key(&self, name: &str) -> Key {
+        self.dht.key(Kind::Host, name.as_bytes())
+    }
+
+    /// Registers hostname `name` (lowercase, a valid label) for `ip`: `host:<name>` is created in the
+    /// DHT once the DHT client runs, and kept until [`Overlay::unregister_ip`]. A different name
+    /// registered for `ip` is given up first. A name already registered here for another address is
+    /// kept unless `source` outranks it (an admin's over a lease's).
+    pub fn register_name(&mut self, cx: &mut Cx<'_>, name: &str, ip: Ipv4Address, source: NameSource) {
+        let Ok(label) = HostLabel::try_from(name) else { return };
+        if let Some(e) = self.names.iter_mut().find(|e| e.name == label) {
+            if e.ip == ip {
+                e.source = e.source.max(source);
+                return;
+            }
+            if e.source >= source {
+                debug!("overlay: name {} stays with {}", name, e.ip);
+                return;
+            }
+            // An admin's name over a lease's: ours either way, so only the value changes; give the
+            // old record up and create anew (a retry of the Create that meets our own record).
+            let old = e.ip;
+            self.unregister_ip(cx, old);
+        }
+        if self.names.iter().any(|e| e.ip == ip) {
+            self.unregister_ip(cx, ip);
+        }
+        let key = self.host_key(name);
+        let e = HostName {
+            name: label,
+            ip,
+            key,
+            source,
+            state: NameState::Waiting { lost: false, at: cx.now },
+            after: 0,
+        };
+        if self.names.push(e).is_err() {
+            cx.stats.overlay_names_lost += 1;
+            return;
+        }
+        self.retry_names(cx);
+    }
+
+    /// The hostnames registered for `ip` end (its lease ended or changed name): deleted from the DHT.
+    pub fn unregister_ip(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
+        while let Some(i) = self.names.iter().position(|e| e.ip == ip) {
+            let e = self.names.swap_remove(i);
+            // A Create still in flight is deleted when its result comes (`on_result`).
+            if let Some(gen) = self.dht.claim_gen(&e.key) {
+                if let Ok(op) = self.dht.delete(cx.now, e.key, Kind::Host, gen) {
+                    let _ = self.ops.push((op, Purpose::Delete));
+                }
+            }
+        }
+    }
+
+    /// Whether this node holds `host:<name>` now.
+    pub fn holds_name(&self, now: Instant, name: &str) -> bool {
+        self.names.iter().any(|e| e.name.as_str() == name && e.state == NameState::Held)
+            && self.dht.holds(now, &self.host_key(name))
+    }
+
+    /// Starts the Creates of the names whose turn has come.
+    fn retry_names(&mut self, cx: &mut Cx<'_>) {
+        if !self.dht_started {
+            return;
+        }
+        for i in 0..self.names.len() {
+            let NameState::Waiting { at, .. } = self.names[i].state else { continue };
+            if at > cx.now || self.ops.is_full() {
+                continue;
+            }
+            let e = &self.names[i];
+            let ip = e.ip.octets();
+            match self.dht.create(cx.now, e.key, Kind::Host, &ip, HOST_TTL, e.after) {
+                Ok(op) => {
+                    let _ = self.ops.push((op, Purpose::Name(e.key)));
+                    self.names[i].state = NameState::Registering;
+                }
+                Err(_) => {
+                    let lost = matches!(e.state, NameState::Waiting { lost: true, .. });
+                    self.names[i].state = NameState::Waiting { lost, at: cx.now + HOST_RETRY };
+                }
+            }
+        }
+    }
+
+    /// Hostname reads that finished since the last call, for DNS.
+    pub fn take_host_done(&mut self) -> Option<(HostLabel, HostAnswer)> {
+        self.host_done.pop()
+    }
+
+    fn name_result(&mut self, cx: &mut Cx<'_>, key: Key, outcome: Result<Outcome, OpError>) {
+        let Some(i) = self.names.iter().position(|e| e.key == key && e.state == NameState::Registering)
+        else {
+            // Unregistered while the Create ran: give the record up.
+            if let Ok(Outcome::Created { gen }) = outcome {
+                if let Ok(op) = self.dht.delete(cx.now, key, Kind::Host, gen) {
+                    let _ = self.ops.push((op, Purpose::Delete));
+                }
+            }
+            return;
+        };
+        let retry = cx.now + HOST_RETRY;
+        match outcome {
+            Ok(Outcome::Created { gen }) => {
+                info!("overlay: name {} registered", self.names[i].name.as_str());
+                self.names[i].after = gen;
+                self.names[i].state = NameState::Held;
+            }
+            Err(OpError::Conflict(s)) if s.owner == self.me => {
+                // Our own record from before (a restart): take it at a higher generation.
+                self.names[i].after = s.gen;
+                self.names[i].state = NameState::Waiting { lost: false, at: cx.now };
+                self.retry_names(cx);
+            }
+            Err(OpError::Conflict(s)) => {
+                info!("overlay: name {} is held by {}", self.names[i].name.as_str(), s.owner);
+                cx.stats.overlay_names_lost += 1;
+                self.names[i].after = self.names[i].after.max(s.gen);
+                self.names[i].state = NameState::Waiting { lost: true, at: retry };
+            }
+            _ => self.names[i].state = NameState::Waiting { lost: false, at: retry },
+        }
+    }
+
     /// A restored binding: claim its address again (bound).
     pub fn restore(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
         if self.pool.find(ip).is_none() {
@@ -708,6 +901,21 @@ impl Overlay {
                 }
             }
             Purpose::Delete => {}
+            Purpose::Name(key) => self.name_result(cx, key, r.outcome),
+            Purpose::HostRead(label) => {
+                let answer = match r.outcome {
+                    Ok(Outcome::Found(rec)) => match rec.value.get(..4) {
+                        Some(&[a, b, c, d]) => HostAnswer::Found(Ipv4Address::new(a, b, c, d)),
+                        _ => HostAnswer::Failed,
+                    },
+                    Ok(Outcome::Absent) => HostAnswer::Absent,
+                    _ => HostAnswer::Failed,
+                };
+                if self.host_done.is_full() {
+                    self.host_done.remove(0);
+                }
+                let _ = self.host_done.push((label, answer));
+            }
         }
     }
 
@@ -716,6 +924,7 @@ impl Overlay {
         self.maybe_start_dht(cx);
         self.pump(cx);
         self.refill(cx, site);
+        self.retry_names(cx);
         self.pump(cx);
     }
 
@@ -735,6 +944,11 @@ impl Overlay {
                 if let Some(i) = self.pool.entries.iter().position(|e| e.key == key) {
                     warn!("overlay: lost our claim on {}", self.pool.entries[i].ip);
                     self.pool.entries.swap_remove(i);
+                }
+                if let Some(e) = self.names.iter_mut().find(|e| e.key == key) {
+                    warn!("overlay: lost our name {}", e.name.as_str());
+                    let lost = matches!(ev, dht::DhtEvent::Yielded { .. });
+                    e.state = NameState::Waiting { lost, at: now + HOST_RETRY };
                 }
             }
             let mut buf = [0u8; dht::MAX_MESSAGE];
@@ -783,7 +997,15 @@ impl Overlay {
                 self.settle_at.max(self.settle_deadline)
             }
         });
-        [self.dht.poll_at(), self.peers.poll_at(), self.next_hello, Some(self.next_gossip), settle]
+        let names = self
+            .names
+            .iter()
+            .filter_map(|e| match e.state {
+                NameState::Waiting { at, .. } if self.dht_started => Some(at),
+                _ => None,
+            })
+            .min();
+        [self.dht.poll_at(), self.peers.poll_at(), self.next_hello, Some(self.next_gossip), settle, names]
             .into_iter()
             .flatten()
             .min()
@@ -803,6 +1025,34 @@ impl RemoteRoutes for Overlay {
     }
     fn begin_lookup(&mut self, now: Instant, ip: Ipv4Address) -> bool {
         self.resolve(now, ip)
+    }
+}
+
+/// DNS's view of the hostnames: a name another node holds is not answered locally, and a name no
+/// table here knows is a DHT read.
+impl HostLookup for Overlay {
+    fn shadowed(&self, label: &str) -> bool {
+        self.names
+            .iter()
+            .any(|e| e.name.as_str() == label && matches!(e.state, NameState::Waiting { lost: true, .. }))
+    }
+
+    fn begin_host_lookup(&mut self, now: Instant, label: &str) -> bool {
+        let Ok(label) = HostLabel::try_from(label) else { return false };
+        if self.ops.iter().any(|(_, p)| matches!(p, Purpose::HostRead(l) if *l == label)) {
+            return true;
+        }
+        if self.ops.is_full() {
+            return false;
+        }
+        let key = self.host_key(&label);
+        match self.dht.read(now, key, Kind::Host) {
+            Ok(op) => {
+                let _ = self.ops.push((op, Purpose::HostRead(label)));
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 

@@ -40,6 +40,10 @@ pub struct Stats {
     pub dns_upstream_dropped: u64,
     /// Forwarded DNS queries the upstream did not answer in time (the client got SERVFAIL).
     pub dns_upstream_timeouts: u64,
+    /// DNS queries parked on a DHT read of `host:<name>` (a hostname of another site).
+    pub dns_dht_lookups: u64,
+    /// Hostname queries answered SERVFAIL because the DHT read failed, timed out or could not start.
+    pub dns_dht_failures: u64,
     /// ICMP echo requests to service addresses answered.
     pub icmp_echo_replies: u64,
     /// Frames sent while serving was stopped by a service-address conflict (dropped instead).
@@ -55,6 +59,8 @@ pub struct Stats {
     /// Overlay messages from an endpoint that is no known peer (or DHT messages to a node whose
     /// endpoint we do not know), dropped.
     pub overlay_unknown_peer: u64,
+    /// Hostnames not registered in the DHT: another node holds the name, or the table was full.
+    pub overlay_names_lost: u64,
     /// Address claims not kept: the pool table was full.
     pub overlay_pool_full: u64,
     /// Address claims that failed (no quorum in time, no replicas).
@@ -75,7 +81,7 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 33] {
+    pub fn fields(&self) -> [(&'static str, u64); 36] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -95,6 +101,8 @@ impl Stats {
             ("dns_dropped", self.dns_dropped),
             ("dns_upstream_dropped", self.dns_upstream_dropped),
             ("dns_upstream_timeouts", self.dns_upstream_timeouts),
+            ("dns_dht_lookups", self.dns_dht_lookups),
+            ("dns_dht_failures", self.dns_dht_failures),
             ("icmp_echo_replies", self.icmp_echo_replies),
             ("stopped_drops", self.stopped_drops),
             ("peers_full", self.peers_full),
@@ -102,6 +110,7 @@ impl Stats {
             ("overlay_rx", self.overlay_rx),
             ("overlay_wrong_namespace", self.overlay_wrong_namespace),
             ("overlay_unknown_peer", self.overlay_unknown_peer),
+            ("overlay_names_lost", self.overlay_names_lost),
             ("overlay_pool_full", self.overlay_pool_full),
             ("overlay_claims_failed", self.overlay_claims_failed),
             ("overlay_tx_frames", self.overlay_tx_frames),

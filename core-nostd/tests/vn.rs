@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+    ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr, EthernetFrame,
+    EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
 };
 use vn_core::queue::FRAME_CAP;
 use vn_core::rand::Rng;
-use vn_core::wire::{emit_arp_frame, parse_udp, UdpFrame};
+use vn_core::wire::{dns, emit_arp_frame, parse_udp, UdpFrame};
 use vn_core::{
     Duration, EthernetAddress, Instant, Ipv4Address, Ipv4Cidr, NamespaceParams, Node, NodeId, OverlayConfig,
     Site, Transmit,
@@ -167,6 +167,22 @@ fn dhcp_frame(
     requested: Option<Ipv4Address>,
     server: Option<Ipv4Address>,
 ) -> Vec<u8> {
+    dhcp_frame_named(mac, kind, requested, server, None)
+}
+
+/// A client's DHCP message, with option 12 (hostname) when `hostname` is given.
+fn dhcp_frame_named(
+    mac: EthernetAddress,
+    kind: DhcpMessageType,
+    requested: Option<Ipv4Address>,
+    server: Option<Ipv4Address>,
+    hostname: Option<&str>,
+) -> Vec<u8> {
+    let opt12 = hostname.map(|h| DhcpOption { kind: 12, data: h.as_bytes() });
+    let additional: &[DhcpOption] = match &opt12 {
+        Some(o) => std::slice::from_ref(o),
+        None => &[],
+    };
     let repr = DhcpRepr {
         message_type: kind,
         transaction_id: 0x1234,
@@ -188,7 +204,7 @@ fn dhcp_frame(
         lease_duration: None,
         renew_duration: None,
         rebind_duration: None,
-        additional_options: &[],
+        additional_options: additional,
     };
     let mut buf = [0u8; 600];
     let f = UdpFrame {
@@ -227,7 +243,12 @@ fn dhcp_reply(frame: &[u8], mac: EthernetAddress) -> Option<(Ipv4Address, DhcpMe
 
 /// DISCOVER, OFFER, REQUEST, ACK at node `i` for `mac`: the bound address.
 fn dora(net: &mut Net, i: usize, mac: EthernetAddress) -> Ipv4Address {
-    net.lan(i, &dhcp_frame(mac, DhcpMessageType::Discover, None, None));
+    dora_named(net, i, mac, None)
+}
+
+/// [`dora`] for a client that sends its hostname (option 12) in DISCOVER and REQUEST.
+fn dora_named(net: &mut Net, i: usize, mac: EthernetAddress, hostname: Option<&str>) -> Ipv4Address {
+    net.lan(i, &dhcp_frame_named(mac, DhcpMessageType::Discover, None, None, hostname));
     let offer = net
         .run_until_lan(i, Duration::from_secs(3), |f| {
             dhcp_reply(f, mac).is_some_and(|(_, t)| t == DhcpMessageType::Offer)
@@ -235,7 +256,7 @@ fn dora(net: &mut Net, i: usize, mac: EthernetAddress) -> Ipv4Address {
         .expect("an OFFER");
     let (ip, _) = dhcp_reply(&offer, mac).unwrap();
     let server = net.nodes[i].site().dns_addr;
-    net.lan(i, &dhcp_frame(mac, DhcpMessageType::Request, Some(ip), Some(server)));
+    net.lan(i, &dhcp_frame_named(mac, DhcpMessageType::Request, Some(ip), Some(server), hostname));
     let ack = net
         .run_until_lan(i, Duration::from_secs(3), |f| dhcp_reply(f, mac).is_some())
         .expect("an answer to the REQUEST");
@@ -462,4 +483,152 @@ fn other_namespace() {
     assert!(sent >= 1);
     assert_eq!(net.nodes[2].stats().overlay_wrong_namespace, sent);
     assert!(net.nodes[2].overlay().unwrap().peers().get(&NodeId([0xee; 32])).is_none());
+}
+
+/// A DNS query for `qname` (type A) from host (`mac`, `ip`) to the router's `.1`, id `id`.
+fn dns_query(net: &Net, i: usize, mac: EthernetAddress, ip: Ipv4Address, id: u16, qname: &str) -> Vec<u8> {
+    let site = net.nodes[i].site();
+    let mut r: dns::Repr<'_, 1> =
+        dns::Repr::new(id, dns::Flags { recursion_desired: true, ..Default::default() });
+    r.question = Some(dns::Question {
+        name: dns::Name::from_dotted(qname).unwrap(),
+        qtype: dns::Type::A,
+        qclass: dns::Class::In,
+    });
+    let f = UdpFrame {
+        src_mac: mac,
+        dst_mac: site.router_mac,
+        src_ip: ip,
+        dst_ip: site.dns_addr,
+        src_port: 40_000 + id,
+        dst_port: 53,
+    };
+    let mut buf = [0xa5u8; 600];
+    let n = f.emit(&mut buf, 512, |p| r.emit(p).ok()).unwrap();
+    buf[..n].to_vec()
+}
+
+/// The DNS answer with id `id` in a LAN frame: (rcode, A records).
+fn dns_answer(frame: &[u8], id: u16) -> Option<(dns::Rcode, Vec<Ipv4Address>)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let (sport, _, payload) = parse_udp(ip.src_addr(), ip.dst_addr(), ip.payload()).ok()?;
+    if sport != 53 {
+        return None;
+    }
+    let r: dns::Repr<'_, 4> = dns::Repr::parse(&dns::Packet::new_checked(payload).ok()?).ok()?;
+    if r.id != id {
+        return None;
+    }
+    let a = r
+        .answers
+        .iter()
+        .filter_map(|rec| match rec.data {
+            dns::RData::A(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    Some((r.rcode(), a))
+}
+
+/// Asks node `i`'s DNS from host (`mac`, `ip`) and waits up to 4 s for the answer.
+fn resolve(
+    net: &mut Net,
+    i: usize,
+    mac: EthernetAddress,
+    ip: Ipv4Address,
+    id: u16,
+    qname: &str,
+) -> (dns::Rcode, Vec<Ipv4Address>) {
+    let q = dns_query(net, i, mac, ip, id, qname);
+    net.lan(i, &q);
+    let f = net
+        .run_until_lan(i, Duration::from_secs(4), |f| dns_answer(f, id).is_some())
+        .unwrap_or_else(|| panic!("an answer to {qname} at node {i}"));
+    dns_answer(&f, id).unwrap()
+}
+
+#[test]
+fn hostnames_resolve_across_sites() {
+    for seed in [0x5eed, 11] {
+        big_stack(move || hostnames(seed));
+    }
+}
+
+fn hostnames(seed: u64) {
+    let mut net = Net::new(seed, 20);
+    net.run(Duration::from_secs(15));
+    let ip_a = dora_named(&mut net, 0, MAC_A, Some("Alpha"));
+    let ip_b = dora_named(&mut net, 1, MAC_B, Some("beta"));
+    net.run(Duration::from_secs(2));
+    assert!(net.nodes[0].overlay().unwrap().holds_name(net.now, "alpha"), "site A registered alpha");
+    assert!(net.nodes[1].overlay().unwrap().holds_name(net.now, "beta"), "site B registered beta");
+
+    // Each site answers the other's name from the DHT, and its own from its table.
+    assert_eq!(
+        resolve(&mut net, 0, MAC_A, ip_a, 1, "beta.demo.home.arpa"),
+        (dns::Rcode::NoError, vec![ip_b])
+    );
+    assert_eq!(
+        resolve(&mut net, 1, MAC_B, ip_b, 2, "ALPHA.demo.home.arpa"),
+        (dns::Rcode::NoError, vec![ip_a])
+    );
+    assert_eq!(
+        resolve(&mut net, 0, MAC_A, ip_a, 3, "alpha.demo.home.arpa"),
+        (dns::Rcode::NoError, vec![ip_a])
+    );
+    // A name nobody holds: a read quorum says absent.
+    assert_eq!(resolve(&mut net, 0, MAC_A, ip_a, 4, "nobody.demo.home.arpa"), (dns::Rcode::NxDomain, vec![]));
+
+    // A second host at B asks for alpha: it gets its lease, not the name; both sites answer A's host.
+    let mac_c = EthernetAddress([0x02, 0xbb, 0, 0, 0, 2]);
+    let ip_c = dora_named(&mut net, 1, mac_c, Some("alpha"));
+    net.run(Duration::from_secs(2));
+    assert!(!net.nodes[1].overlay().unwrap().holds_name(net.now, "alpha"));
+    assert!(net.nodes[1].stats().overlay_names_lost >= 1);
+    assert!(net.nodes[0].overlay().unwrap().holds_name(net.now, "alpha"), "the first registration stays");
+    assert_eq!(
+        resolve(&mut net, 1, mac_c, ip_c, 5, "alpha.demo.home.arpa"),
+        (dns::Rcode::NoError, vec![ip_a])
+    );
+    assert_eq!(
+        resolve(&mut net, 0, MAC_A, ip_a, 6, "alpha.demo.home.arpa"),
+        (dns::Rcode::NoError, vec![ip_a])
+    );
+
+    // B's host releases its lease: beta is deleted and becomes NXDOMAIN everywhere.
+    let server = net.nodes[1].site().dns_addr;
+    let mut release = dhcp_frame(MAC_B, DhcpMessageType::Release, None, Some(server));
+    set_ciaddr(&mut release, ip_b);
+    net.lan(1, &release);
+    net.run(Duration::from_secs(2));
+    assert!(!net.nodes[1].overlay().unwrap().holds_name(net.now, "beta"));
+    assert_eq!(resolve(&mut net, 0, MAC_A, ip_a, 7, "beta.demo.home.arpa"), (dns::Rcode::NxDomain, vec![]));
+
+    // The storage-only nodes cut off: two of five members left, no read quorum: SERVFAIL, not NXDOMAIN.
+    for k in 2..5 {
+        net.alive[k] = false;
+    }
+    let before = net.nodes[0].stats().dns_dht_failures;
+    assert_eq!(resolve(&mut net, 0, MAC_A, ip_a, 8, "beta.demo.home.arpa"), (dns::Rcode::ServFail, vec![]));
+    assert_eq!(net.nodes[0].stats().dns_dht_failures, before + 1);
+    // Local names still answer.
+    assert_eq!(
+        resolve(&mut net, 0, MAC_A, ip_a, 9, "alpha.demo.home.arpa"),
+        (dns::Rcode::NoError, vec![ip_a])
+    );
+}
+
+/// Sets ciaddr of a DHCP message inside an Ethernet/IPv4/UDP frame (RELEASE carries the address
+/// there); UDP checksum is recomputed.
+fn set_ciaddr(frame: &mut [u8], ip: Ipv4Address) {
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+    let (src, dst) = (ipp.src_addr(), ipp.dst_addr());
+    let mut udp = smoltcp::wire::UdpPacket::new_unchecked(ipp.payload_mut());
+    DhcpPacket::new_unchecked(udp.payload_mut()).set_client_ip(ip);
+    udp.fill_checksum(&src.into(), &dst.into());
 }

@@ -657,6 +657,12 @@ fn egress_policy_decides_routes() {
     let mut h = H::<8>::new(site_with(false, None));
     let r = h.dora(DHCPCD_DISCOVER).repr;
     assert_eq!((r.router, r.classless_routes), (None, None));
+    // Interface mode never hands out a default route, egress or not.
+    let mut iface = site_with(true, None);
+    iface.role = crate::config::NodeRole::Interface;
+    let mut h = H::<8>::new(iface);
+    let r = h.dora(DHCPCD_DISCOVER).repr;
+    assert_eq!((r.router, r.classless_routes), (None, None), "interface mode: no option 3, no 0/0 in 121");
 }
 
 #[test]

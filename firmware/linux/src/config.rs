@@ -18,6 +18,8 @@ pub struct Config {
     pub params: NamespaceParams,
     /// Name of the TAP device on the site's dedicated bridge; `None` for a standalone DHT storage node.
     pub tap: Option<String>,
+    /// Router (a TAP on the site's bridge) or interface mode (the host's own TAP, one VN address).
+    pub role: vn_core::config::NodeRole,
     /// The overlay, when the node joins other sites (P2); `None` serves one site alone (P1).
     pub overlay: Option<Overlay>,
     /// Where bindings are persisted.
@@ -105,6 +107,7 @@ struct RawNamespace {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     tap: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
     state_dir: Spanned<String>,
 }
 
@@ -221,6 +224,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
             Some(name)
         }
     };
+    let role = match d.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "router")) => vn_core::config::NodeRole::Router,
+        Some((_, "interface")) => vn_core::config::NodeRole::Interface,
+        Some((m, other)) => {
+            return Err(err(at(m), format!("`mode` {other:?} is not \"router\" or \"interface\"")));
+        }
+    };
+    if role == vn_core::config::NodeRole::Interface && tap.is_none() {
+        return Err(err(
+            Some(raw.daemon.span()),
+            "interface mode needs `tap` (the host's own TAP device)".into(),
+        ));
+    }
     let overlay = match &raw.overlay {
         None => None,
         Some(o) => {
@@ -271,7 +287,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
     if !state_dir.is_absolute() {
         return Err(err(at(&d.state_dir), "`state_dir` must be an absolute path".into()));
     }
-    Ok(Config { params, tap, overlay, state_dir })
+    Ok(Config { params, tap, role, overlay, state_dir })
 }
 
 fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
@@ -376,6 +392,11 @@ state_dir = "/var/lib/vngate"
         assert!(e.message.contains("`tap` is required"), "{e}");
         let e = with("[overlay]\nlisten = \"10.99.0.1:4789\"\nstorage = false\n", "").unwrap_err();
         assert!(e.message.contains("storage = true"), "{e}");
+        // Interface mode: the host's own TAP.
+        let c = with("", "tap = \"vn0\"\nmode = \"interface\"\n").unwrap();
+        assert_eq!(c.role, vn_core::config::NodeRole::Interface);
+        let e = with("", "tap = \"vn0\"\nmode = \"bridge\"\n").unwrap_err();
+        assert_eq!(e.line, Some(15), "{e}");
     }
 
     #[test]

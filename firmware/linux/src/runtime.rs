@@ -156,7 +156,7 @@ async fn recv_overlay(sock: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Resu
 }
 
 async fn serve(cfg: Config) -> Result<()> {
-    let site = Site::new(cfg.params.clone()).context("namespace parameters")?;
+    let site = Site::with_role(cfg.params.clone(), cfg.role).context("namespace parameters")?;
     let clock = Clock(StdInstant::now());
 
     let store = BindingsFile::new(&cfg.state_dir)
@@ -336,7 +336,11 @@ fn status_json(
     let me = json!({
         "id": hex::encode(identity.node_id.0),
         "version": env!("CARGO_PKG_VERSION"),
-        "mode": if cfg.tap.is_some() { "router" } else { "storage" },
+        "mode": match (&cfg.tap, cfg.role) {
+            (None, _) => "storage",
+            (Some(_), vn_core::config::NodeRole::Router) => "router",
+            (Some(_), vn_core::config::NodeRole::Interface) => "interface",
+        },
         "tap": cfg.tap,
     });
     let ns = json!({
