@@ -101,7 +101,7 @@ vt_router_add() {
 # vt_host_add SHORT ROUTER HOSTNAME MAC: a host namespace whose eth0 (with MAC) is a veth into ROUTER's br0,
 # and its holder process with its own hostname, /run, lease dirs and resolv.conf.
 vt_host_add() {
-    local short=$1 router=$2 hn=$3 mac=$4 h r dir
+    local short=$1 router=$2 hn=$3 mac=$4 h r
     h=$(vt_ns "$short")
     r=$(vt_ns "$router")
     vt_ns_add "$short"
@@ -110,6 +110,14 @@ vt_host_add() {
     ip -n "$r" link set "p-$short" up
     ip -n "$h" link set eth0 address "$mac"
     ip -n "$h" link set eth0 up
+    vt_holder_start "$short" "$hn"
+}
+
+# vt_holder_start SHORT HOSTNAME: the holder process of host SHORT inside namespace SHORT (made by vt_host_add,
+# or any namespace of this run): its own hostname, /run, lease dirs and resolv.conf; vt_host_exec enters it.
+vt_holder_start() {
+    local short=$1 hn=$2 h dir
+    h=$(vt_ns "$short")
     dir=$VT_WORK/host-$short
     mkdir -p "$dir/dhcp" "$dir/dhcpcd" "$dir/udhcpc"
     : >"$dir/resolv.conf"
@@ -281,10 +289,11 @@ vt_daemon_stop() {
 
 VT_UDHCPC_SCRIPT=$VT_ROOT/ci/e2e/udhcpc.script
 
-# vt_start_udhcpc HOST HOSTNAME: busybox udhcpc in the background; its script records each event's environment
-# in /run/udhcpc/<event>.env and the event sequence in /run/udhcpc/events (inside the host).
+# vt_start_udhcpc HOST HOSTNAME [IFACE]: busybox udhcpc (on eth0 unless IFACE) in the background; its script
+# records each event's environment in /run/udhcpc/<event>.env and the event sequence in /run/udhcpc/events
+# (inside the host).
 vt_start_udhcpc() {
-    vt_host_exec "$1" timeout 20 busybox udhcpc -i eth0 -b -t 5 -T 2 -A 3 -p /run/udhcpc.pid -s "$VT_UDHCPC_SCRIPT" \
+    vt_host_exec "$1" timeout 20 busybox udhcpc -i "${3:-eth0}" -b -t 5 -T 2 -A 3 -p /run/udhcpc.pid -s "$VT_UDHCPC_SCRIPT" \
         -x "hostname:$2" -O mtu -O domain -O dns -O subnet \
         >>"$(vt_host_dir "$1")/udhcpc.log" 2>&1
 }
@@ -481,7 +490,7 @@ vt_udhcpc_renewed() {
 VT_WAN_PORT=4789
 VT_ROUTERS=(ra rb)
 VT_STORAGE=(s1 s2 s3)
-declare -A VT_WAN_IP=([ra]=10.99.0.1 [rb]=10.99.0.2 [s1]=10.99.0.11 [s2]=10.99.0.12 [s3]=10.99.0.13)
+declare -A VT_WAN_IP=([ra]=10.99.0.1 [rb]=10.99.0.2 [s1]=10.99.0.11 [s2]=10.99.0.12 [s3]=10.99.0.13 [i1]=10.99.0.21)
 declare -A VT_NODE_PID=()
 VT_OVERLAY=0
 
@@ -492,7 +501,9 @@ vt_two_site_topology() {
     VT_HOSTNAME=([a1]=alpha [a2]=bravo [b1]=charlie [b2]=delta)
     VT_CLIENT=([a1]=udhcpc [a2]=dhclient [b1]=dhcpcd [b2]=udhcpc)
     VT_MAC=([a1]=02:00:00:a1:00:01 [a2]=02:00:00:a2:00:02 [b1]=02:00:00:b1:00:03 [b2]=02:00:00:b2:00:04)
-    declare -gA VT_SITE=([a1]=ra [a2]=ra [b1]=rb [b2]=rb [pa]=ra [pb]=rb)
+    declare -gA VT_SITE=([a1]=ra [a2]=ra [b1]=rb [b2]=rb [pa]=ra [pb]=rb [i1]=i1)
+    VT_HOSTNAME[i1]=india
+    VT_CLIENT[i1]=udhcpc
     declare -gA VT_PROBE_HOST=([ra]=pa [rb]=pb)
 }
 
@@ -595,6 +606,9 @@ vt_node_config() {
     case $short in
     r*) vt_write_node_config "$file" vn0 "$VT_WORK/state-$short" "0.0.0.0:$VT_WAN_PORT" \
         "${VT_WAN_IP[$short]}:$VT_WAN_PORT" true true "${peers[@]}" ;;
+    i*) vt_write_node_config "$file" vn0 "$VT_WORK/state-$short" "${VT_WAN_IP[$short]}:$VT_WAN_PORT" "" false \
+        false "${peers[@]}"
+        echo 'mode = "interface"' >>"$file" ;;
     *) vt_write_node_config "$file" "" "$VT_WORK/state-$short" "${VT_WAN_IP[$short]}:$VT_WAN_PORT" "" true true \
         "${peers[@]}" ;;
     esac
@@ -704,4 +718,23 @@ vt_two_sites_up() {
             return 1
         }
     done
+    [ "$VT_OVERLAY" = 1 ] && vt_interface_host_up
+}
+
+# vt_interface_host_up: host i1 (india), a laptop on the WAN (10.99.0.21) joined to the VN in interface mode:
+# vngate on its own TAP vn0 (a client of the DHT, not storage), its DHCP client on vn0 (vt_start_udhcpc i1
+# india vn0) gets one VN address and no default route.
+vt_interface_host_up() {
+    local n=i1
+    vt_ns_add "$n"
+    vt_no_ipv6 "$n"
+    vt_wan_attach "$n"
+    ip -n "$(vt_ns "$n")" tuntap add dev vn0 mode tap || vt_die "tap in $n"
+    vt_holder_start "$n" "${VT_HOSTNAME[$n]}"
+    vt_node_config "$n" >/dev/null
+    vt_node_start "$n" "$VT_WORK/$n.toml"
+    vt_wait_for 10 vt_tap_ready "$n" vn0 || {
+        VT_UP_ERR="vngate in interface mode on $n did not open its TAP"
+        return 1
+    }
 }

@@ -6,9 +6,11 @@
 #        the DHT replica set has five; site B's WAN link runs through vn-wanem (WAN_DELAY / WAN_LOSS).
 #   site A: router ra (bridge + TAP + vngate), hosts alpha (udhcpc) and bravo (dhclient), probe host pa
 #   site B: router rb (bridge + TAP + vngate), hosts charlie (dhcpcd) and delta (udhcpc), probe host pb
+#   india: a host on the WAN in interface mode (vngate on its own TAP, a DHT client; udhcpc on that TAP)
 #
 # Checks: unique leases in the subnet, every host pings every host across the sites, every host resolves
-# every host name and C-name at 10.250.0.1, iperf3 TCP from alpha to charlie (Mbit/s reported, no threshold),
+# every host name and C-name at 10.250.0.1, india gets one VN address without a default route and reaches and
+# resolves both sites (and is resolved from them), iperf3 TCP from alpha to charlie (Mbit/s reported, no threshold),
 # then two storage daemons SIGKILLed: names still resolve, leases renew, new claims (dhcp-probe) still succeed,
 # and the other site finds them (its router answers ARP for them after a DHT read; an unclaimed address: none).
 #
@@ -197,6 +199,40 @@ step_leases() {
 
 has_addr() { vt_host_exec "$1" ip -4 addr show dev eth0 | grep -q "inet $2 "; }
 
+# no_router_option HOST: the lease udhcpc bound on HOST has an address and no router option.
+no_router_option() {
+    local env
+    env=$(vt_host_exec "$1" cat /run/udhcpc/bound.env) || return 1
+    printf '%s\n' "$env" | grep -q '^ip=' && ! printf '%s\n' "$env" | grep -q '^router='
+}
+
+# ---- the interface-mode host ------------------------------------------------------------------------------
+step_interface() {
+    local ip x
+    if [ "$VT_OVERLAY" != 1 ]; then
+        vt_skip "interface-mode host india (no overlay)"
+        return
+    fi
+    vt_start_udhcpc i1 india vn0
+    ip=$(vt_lease i1 udhcpc ip)
+    IP[i1]=$ip
+    if [[ "$ip" =~ ^10\.250\.[0-9]+\.[0-9]+$ ]] && [[ " ${IP[*]:-} " != *" $ip "*" $ip "* ]]; then
+        vt_pass "interface mode: udhcpc on india's own TAP got a lease in the subnet ($ip)"
+    else
+        vt_fail "interface mode: udhcpc on india got no usable lease (ip '$ip')"
+        tail -n 8 "$VT_WORK/vngate-i1.log" | sed 's/^/    | /'
+        IP[i1]=
+        return
+    fi
+    vt_check "interface mode: the lease carries no router (option 3)" no_router_option i1
+    for x in a1 b1; do
+        vt_check "india pings ${VT_HOSTNAME[$x]} (${IP[$x]})" vt_host_exec i1 ping -c 3 -i 0.2 -W 3 "${IP[$x]}"
+        vt_check "${VT_HOSTNAME[$x]} resolves india.$VT_DOMAIN" resolves "$x" "india.$VT_DOMAIN" "$ip"
+        vt_check "india resolves ${VT_HOSTNAME[$x]}.$VT_DOMAIN" resolves i1 "${VT_HOSTNAME[$x]}.$VT_DOMAIN" "${IP[$x]}"
+    done
+    vt_check "delta pings india ($ip)" vt_host_exec b2 ping -c 3 -i 0.2 -W 3 "$ip"
+}
+
 # ---- reachability ------------------------------------------------------------------------------------------
 step_ping() {
     local x y avg
@@ -384,6 +420,8 @@ echo "== ping"
 step_ping
 echo "== DNS"
 step_dns
+echo "== interface mode"
+step_interface
 echo "== iperf3 across"
 step_iperf
 echo "== two storage nodes killed"
