@@ -476,7 +476,7 @@ vt_udhcpc_renewed() {
 # ---- two sites on one VN over the overlay (ci/e2e/two-site.sh and ci/demo.sh) ------------------------------
 #
 #                  s1 10.99.0.11   s2 .12   s3 .13        three standalone storage daemons (no TAP, no LAN)
-#                         \          |        /
+#                         \          |        /      i1 india 10.99.0.21: interface mode (vt_interface_host_up)
 #   ra 10.99.0.1 ------------ wan: bridge wbr ------------ [em-rb: vn-wanem] ------ rb 10.99.0.2
 #   br0 + vn0, vngate                                        delay / loss           br0 + vn0, vngate
 #    |- a1 alpha   (udhcpc)                                                          |- b1 charlie (dhcpcd)
