@@ -101,7 +101,7 @@ vt_router_add() {
 # vt_host_add SHORT ROUTER HOSTNAME MAC: a host namespace whose eth0 (with MAC) is a veth into ROUTER's br0,
 # and its holder process with its own hostname, /run, lease dirs and resolv.conf.
 vt_host_add() {
-    local short=$1 router=$2 hn=$3 mac=$4 h r dir
+    local short=$1 router=$2 hn=$3 mac=$4 h r
     h=$(vt_ns "$short")
     r=$(vt_ns "$router")
     vt_ns_add "$short"
@@ -110,6 +110,14 @@ vt_host_add() {
     ip -n "$r" link set "p-$short" up
     ip -n "$h" link set eth0 address "$mac"
     ip -n "$h" link set eth0 up
+    vt_holder_start "$short" "$hn"
+}
+
+# vt_holder_start SHORT HOSTNAME: the holder process of host SHORT inside namespace SHORT (made by vt_host_add,
+# or any namespace of this run): its own hostname, /run, lease dirs and resolv.conf; vt_host_exec enters it.
+vt_holder_start() {
+    local short=$1 hn=$2 h dir
+    h=$(vt_ns "$short")
     dir=$VT_WORK/host-$short
     mkdir -p "$dir/dhcp" "$dir/dhcpcd" "$dir/udhcpc"
     : >"$dir/resolv.conf"
@@ -224,20 +232,25 @@ vt_build() {
     [ -x "$DHCP_PROBE" ] || vt_die "no dhcp-probe binary at $DHCP_PROBE"
 }
 
+# vt_namespace_toml [EXTRA namespace lines...]: the [namespace] section every node of the test VN shares.
+vt_namespace_toml() {
+    echo '[namespace]'
+    echo 'id = "00112233445566778899aabbccddeeff"'
+    echo 'name = "demo"'
+    echo 'subnet = "10.250.0.0/16"'
+    echo 'lease_time = 3600'
+    echo 'mtu = 1380'
+    local l
+    for l in "$@"; do echo "$l"; done
+}
+
 # vt_write_config FILE TAP STATE_DIR [EXTRA namespace lines...]: a daemon config for the test namespace.
 vt_write_config() {
     local file=$1 tap=$2 state=$3
     shift 3
     mkdir -p "$state"
     {
-        echo '[namespace]'
-        echo 'id = "00112233445566778899aabbccddeeff"'
-        echo 'name = "demo"'
-        echo 'subnet = "10.250.0.0/16"'
-        echo 'lease_time = 3600'
-        echo 'mtu = 1380'
-        local l
-        for l in "$@"; do echo "$l"; done
+        vt_namespace_toml "$@"
         echo
         echo '[daemon]'
         echo "tap = \"$tap\""
@@ -276,10 +289,11 @@ vt_daemon_stop() {
 
 VT_UDHCPC_SCRIPT=$VT_ROOT/ci/e2e/udhcpc.script
 
-# vt_start_udhcpc HOST HOSTNAME: busybox udhcpc in the background; its script records each event's environment
-# in /run/udhcpc/<event>.env and the event sequence in /run/udhcpc/events (inside the host).
+# vt_start_udhcpc HOST HOSTNAME [IFACE]: busybox udhcpc (on eth0 unless IFACE) in the background; its script
+# records each event's environment in /run/udhcpc/<event>.env and the event sequence in /run/udhcpc/events
+# (inside the host).
 vt_start_udhcpc() {
-    vt_host_exec "$1" timeout 20 busybox udhcpc -i eth0 -b -t 5 -T 2 -A 3 -p /run/udhcpc.pid -s "$VT_UDHCPC_SCRIPT" \
+    vt_host_exec "$1" timeout 20 busybox udhcpc -i "${3:-eth0}" -b -t 5 -T 2 -A 3 -p /run/udhcpc.pid -s "$VT_UDHCPC_SCRIPT" \
         -x "hostname:$2" -O mtu -O domain -O dns -O subnet \
         >>"$(vt_host_dir "$1")/udhcpc.log" 2>&1
 }
@@ -410,4 +424,317 @@ vt_clients_up() {
         pids+=($!)
     done
     for h in "${pids[@]}"; do wait "$h"; done
+}
+
+# ---- results that cannot run yet --------------------------------------------------------------------------
+
+VT_SKIPPED=0
+# vt_skip DESC: a check that this run cannot make (printed, counted apart; neither a pass nor a failure).
+vt_skip() {
+    VT_SKIPPED=$((VT_SKIPPED + 1))
+    printf 'SKIP %s\n' "$*"
+}
+
+# ---- renewing a lease with each real client ---------------------------------------------------------------
+# vt_renew HOST CLIENT HOSTNAME: make CLIENT renew its lease and wait (bounded, 20 s) until the client itself
+# recorded a new ACK: udhcpc's script logs a "renew" event (SIGUSR1), dhclient restarted (INIT-REBOOT from its
+# lease file, RFC 2131 §3.2; it has no renew signal) appends a lease block, dhcpcd -n rewrites its lease file.
+# The caller compares the address (vt_lease) before and after.
+vt_renew() {
+    local h=$1 c=$2 hn=$3 dir n
+    dir=$(vt_host_dir "$h")
+    case $c in
+    udhcpc)
+        n=$(vt_host_exec "$h" cat /run/udhcpc/events | wc -l)
+        vt_host_exec "$h" sh -c 'kill -USR1 "$(cat /run/udhcpc.pid)"' || return 1
+        vt_wait_for 20 vt_udhcpc_renewed "$h" "$n"
+        ;;
+    dhclient)
+        n=$(grep -c '^lease {' "$dir/dhcp/dhclient.eth0.leases" 2>/dev/null)
+        vt_host_exec "$h" sh -c 'p=$(cat /run/dhclient.pid) && kill -TERM "$p" &&
+            for i in $(seq 50); do kill -0 "$p" 2>/dev/null || exit 0; sleep 0.1; done; exit 1' || return 1
+        vt_start_dhclient "$h" "$hn"
+        vt_wait_for 20 sh -c "[ \$(grep -c '^lease {' '$dir/dhcp/dhclient.eth0.leases') -gt ${n:-0} ]"
+        ;;
+    dhcpcd)
+        n=$(cat "$dir"/dhcpcd/*.lease* 2>/dev/null | cksum)
+        local t0
+        t0=$(date +%s)
+        vt_host_exec "$h" timeout 10 dhcpcd -4 -n eth0 >>"$dir/dhcpcd.log" 2>&1
+        vt_wait_for 20 sh -c "f=\$(ls -t '$dir'/dhcpcd/*.lease* 2>/dev/null | head -n 1) && [ -n \"\$f\" ] &&
+            [ \$(stat -c %Y \"\$f\") -ge $t0 ]"
+        ;;
+    *) return 1 ;;
+    esac
+}
+
+vt_udhcpc_renewed() {
+    [ "$(vt_host_exec "$1" cat /run/udhcpc/events | wc -l)" -gt "$2" ] &&
+        vt_host_exec "$1" tail -n 1 /run/udhcpc/events | grep -q '^renew '
+}
+
+# ---- two sites on one VN over the overlay (ci/e2e/two-site.sh and ci/demo.sh) ------------------------------
+#
+#                  s1 10.99.0.11   s2 .12   s3 .13        three standalone storage daemons (no TAP, no LAN)
+#                         \          |        /      i1 india 10.99.0.21: interface mode (vt_interface_host_up)
+#   ra 10.99.0.1 ------------ wan: bridge wbr ------------ [em-rb: vn-wanem] ------ rb 10.99.0.2
+#   br0 + vn0, vngate                                        delay / loss           br0 + vn0, vngate
+#    |- a1 alpha   (udhcpc)                                                          |- b1 charlie (dhcpcd)
+#    |- a2 bravo   (dhclient)                                                        |- b2 delta   (udhcpc)
+#    `- pa         (dhcp-probe)                                                      `- pb         (dhcp-probe)
+#
+# Site B's WAN link runs through the emulator, so every frame between site B and the rest (router A and the
+# storage nodes) takes WAN_DELAY and WAN_LOSS each way; site A and the storage nodes sit on the same switch.
+# Every node lists the other four as bootstrap peers; the replica set is all five (two routers, three storage).
+
+VT_WAN_PORT=4789
+VT_ROUTERS=(ra rb)
+VT_STORAGE=(s1 s2 s3)
+declare -A VT_WAN_IP=([ra]=10.99.0.1 [rb]=10.99.0.2 [s1]=10.99.0.11 [s2]=10.99.0.12 [s3]=10.99.0.13 [i1]=10.99.0.21)
+declare -A VT_NODE_PID=()
+VT_OVERLAY=0
+
+# vt_two_site_topology: the hosts of both sites (replaces the one-site host tables; vt_clients_up and vt_lease
+# then work on them). VT_SITE maps a host to its router, VT_PROBE_HOST a router to its dhcp-probe host.
+vt_two_site_topology() {
+    VT_HOSTS=(a1 a2 b1 b2)
+    VT_HOSTNAME=([a1]=alpha [a2]=bravo [b1]=charlie [b2]=delta)
+    VT_CLIENT=([a1]=udhcpc [a2]=dhclient [b1]=dhcpcd [b2]=udhcpc)
+    VT_MAC=([a1]=02:00:00:a1:00:01 [a2]=02:00:00:a2:00:02 [b1]=02:00:00:b1:00:03 [b2]=02:00:00:b2:00:04)
+    declare -gA VT_SITE=([a1]=ra [a2]=ra [b1]=rb [b2]=rb [pa]=ra [pb]=rb [i1]=i1)
+    VT_HOSTNAME[i1]=india
+    VT_CLIENT[i1]=udhcpc
+    declare -gA VT_PROBE_HOST=([ra]=pa [rb]=pb)
+}
+
+# vt_build_wanem: the link emulator binary (VN_WANEM, built unless set).
+vt_build_wanem() {
+    local target=${CARGO_TARGET_DIR:-$VT_ROOT/target} profile=${VT_PROFILE:-debug} flag=
+    [ "$profile" = release ] && flag=--release
+    if [ -z "${VN_WANEM:-}" ]; then
+        # shellcheck disable=SC2086
+        (cd "$VT_ROOT" && cargo build $flag --quiet -p vn-wanem) || vt_die "cargo build -p vn-wanem failed"
+    fi
+    VN_WANEM=${VN_WANEM:-$target/$profile/vn-wanem}
+    [ -x "$VN_WANEM" ] || vt_die "no vn-wanem binary at $VN_WANEM"
+}
+
+# vt_no_ipv6 SHORT: IPv6 off in a namespace, so router solicitations and DAD do not cross the WAN.
+vt_no_ipv6() {
+    ip netns exec "$(vt_ns "$1")" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+
+# vt_wan_add: the "wan" namespace and its bridge wbr (a plain switch, no address).
+vt_wan_add() {
+    local w
+    w=$(vt_ns wan)
+    vt_ns_add wan
+    vt_no_ipv6 wan
+    ip -n "$w" link add wbr type bridge mcast_snooping 0 stp_state 0 forward_delay 0 || vt_die "bridge in $w"
+    ip -n "$w" link set wbr up
+}
+
+# vt_wan_attach SHORT [emulated]: namespace SHORT gets wan0 (its VT_WAN_IP/24) on the WAN bridge. With
+# "emulated", the link runs through namespace em-SHORT, where vt_wanem_start puts vn-wanem between lan
+# (SHORT's side) and wan (the bridge's side).
+vt_wan_attach() {
+    local short=$1 n w e
+    n=$(vt_ns "$short")
+    w=$(vt_ns wan)
+    if [ "${2:-}" = emulated ]; then
+        e=$(vt_ns "em-$short")
+        vt_ns_add "em-$short"
+        vt_no_ipv6 "em-$short"
+        ip -n "$n" link add wan0 type veth peer name lan netns "$e" || vt_die "veth $short-em"
+        ip -n "$e" link add wan type veth peer name "w-$short" netns "$w" || vt_die "veth em-$short-wan"
+        ip -n "$e" link set lan up
+        ip -n "$e" link set wan up
+    else
+        ip -n "$n" link add wan0 type veth peer name "w-$short" netns "$w" || vt_die "veth $short-wan"
+    fi
+    ip -n "$w" link set "w-$short" master wbr
+    ip -n "$w" link set "w-$short" up
+    ip -n "$n" addr add "${VT_WAN_IP[$short]}/24" dev wan0
+    ip -n "$n" link set wan0 up
+}
+
+# vt_wanem_start SHORT DELAY LOSS: vn-wanem on SHORT's emulated WAN link (same delay and loss both ways, fixed
+# seed so a run repeats); waits (bounded) for its "ready" line.
+vt_wanem_start() {
+    local log=$VT_WORK/wanem-$1.log
+    vt_bg ip netns exec "$(vt_ns "em-$1")" "$VN_WANEM" --a lan --b wan --delay "$2" --loss "$3" \
+        --seed "${WAN_SEED:-7}" </dev/null >>"$log" 2>&1
+    vt_wait_for 5 grep -q 'vn-wanem: ready' "$log"
+}
+
+# vt_write_node_config FILE TAP STATE_DIR LISTEN ADVERTISE STORAGE FOUNDING PEER...: a P2 daemon config (the
+# [namespace] of vt_write_config, an [overlay] section). TAP "" makes a standalone storage node; ADVERTISE ""
+# leaves it out; FOUNDING true makes a founding storage node (votes at once on its state's first start).
+vt_write_node_config() {
+    local file=$1 tap=$2 state=$3 listen=$4 adv=$5 storage=$6 founding=$7 p sep=
+    shift 7
+    mkdir -p "$state"
+    {
+        vt_namespace_toml
+        echo
+        echo '[overlay]'
+        echo "listen = \"$listen\""
+        [ -n "$adv" ] && echo "advertise = \"$adv\""
+        printf 'peers = ['
+        for p in "$@"; do
+            printf '%s"%s"' "$sep" "$p"
+            sep=', '
+        done
+        echo ']'
+        echo "storage = $storage"
+        echo "founding = $founding"
+        echo
+        echo '[daemon]'
+        [ -n "$tap" ] && echo "tap = \"$tap\""
+        echo "state_dir = \"$state\""
+    } >"$file"
+}
+
+# vt_node_config SHORT: write SHORT's config to $VT_WORK/SHORT.toml (routers listen on 0.0.0.0 and advertise
+# their WAN address; storage nodes listen on it), the other four nodes as peers; all five store records and
+# found the namespace. Prints the file name.
+vt_node_config() {
+    local short=$1 n peers=() file=$VT_WORK/$1.toml
+    for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}"; do
+        [ "$n" = "$short" ] || peers+=("${VT_WAN_IP[$n]}:$VT_WAN_PORT")
+    done
+    case $short in
+    r*) vt_write_node_config "$file" vn0 "$VT_WORK/state-$short" "0.0.0.0:$VT_WAN_PORT" \
+        "${VT_WAN_IP[$short]}:$VT_WAN_PORT" true true "${peers[@]}" ;;
+    i*) vt_write_node_config "$file" vn0 "$VT_WORK/state-$short" "${VT_WAN_IP[$short]}:$VT_WAN_PORT" "" false \
+        false "${peers[@]}"
+        echo 'mode = "interface"' >>"$file" ;;
+    *) vt_write_node_config "$file" "" "$VT_WORK/state-$short" "${VT_WAN_IP[$short]}:$VT_WAN_PORT" "" true true \
+        "${peers[@]}" ;;
+    esac
+    printf '%s' "$file"
+}
+
+# vt_node_start SHORT CONFIG: vngate in SHORT's namespace, logging to $VT_WORK/vngate-SHORT.log; its pid in
+# VT_NODE_PID[SHORT].
+vt_node_start() {
+    vt_daemon_start "$1" "$2" "$VT_WORK/vngate-$1.log"
+    VT_NODE_PID[$1]=$VT_DAEMON_PID
+}
+
+# vt_node_stop SHORT SIGNAL [SECONDS]: as vt_daemon_stop, for node SHORT.
+vt_node_stop() {
+    VT_DAEMON_PID=${VT_NODE_PID[$1]}
+    vt_daemon_stop "$2" "${3:-5}"
+}
+
+# vt_udp_listening SHORT PORT: something in SHORT's namespace has a UDP socket bound to PORT.
+vt_udp_listening() {
+    ip netns exec "$(vt_ns "$1")" ss -Hlun "sport = :$2" 2>/dev/null | grep -q .
+}
+
+# vt_peers_up SHORT: how many distinct endpoints node SHORT has logged "event PeerUp" for.
+vt_peers_up() {
+    grep -o 'PeerUp id=[^ ]* endpoint=[0-9.:]*' "$VT_WORK/vngate-$1.log" 2>/dev/null | sed 's/.*endpoint=//' |
+        sort -u | wc -l
+}
+
+# vt_overlay_settle [SECONDS]: wait (bounded, 15 s by default) until every node has logged PeerUp for the
+# other four; returns non-zero if some node has not by then.
+vt_overlay_settle() {
+    vt_wait_for "${1:-15}" vt_all_peers_up
+}
+vt_all_peers_up() {
+    local n
+    for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}"; do
+        [ "$(vt_peers_up "$n")" -ge 4 ] || return 1
+    done
+}
+
+# vt_two_sites_up: the whole topology above, WAN_DELAY / WAN_LOSS (default 0 / 0%) on site B's link. Sets
+# VT_OVERLAY=1 when the daemon takes the [overlay] contract; with one that does not (P1; VT_NO_OVERLAY says
+# why), both routers run standalone (two disjoint sites on one subnet) and the storage nodes are not started,
+# their configs written all the same. Logs progress as "PASS/FAIL"-free lines on stderr; returns non-zero when a node did not
+# come up (VT_UP_ERR says which).
+vt_two_sites_up() {
+    local n conf
+    VT_UP_ERR=
+    vt_two_site_topology
+    vt_wan_add
+    for n in "${VT_STORAGE[@]}"; do
+        vt_ns_add "$n"
+        vt_no_ipv6 "$n"
+        vt_wan_attach "$n"
+    done
+    vt_router_add ra vn0
+    vt_router_add rb vn0
+    vt_wan_attach ra
+    vt_wan_attach rb emulated
+    vt_wanem_start rb "${WAN_DELAY:-0}" "${WAN_LOSS:-0%}" || {
+        VT_UP_ERR="vn-wanem did not start on rb's WAN link"
+        return 1
+    }
+    for n in "${VT_HOSTS[@]}" pa pb; do
+        vt_host_add "$n" "${VT_SITE[$n]}" "${VT_HOSTNAME[$n]:-probe-$n}" "${VT_MAC[$n]:-02:00:00:f0:00:0${n#p}}"
+    done
+    for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}"; do vt_node_config "$n" >/dev/null; done
+    # Does this vngate take the [overlay] contract? Its config check, then a first storage node that stays up
+    # (a build may parse the section and still refuse to join at start).
+    VT_OVERLAY=0
+    if ! "$VNGATE" check-config "$VT_WORK/ra.toml" >"$VT_WORK/check-overlay.txt" 2>&1; then
+        VT_NO_OVERLAY="check-config: $(head -n 1 "$VT_WORK/check-overlay.txt")"
+    else
+        vt_node_start s1 "$VT_WORK/s1.toml"
+        if vt_wait_for 10 vt_udp_listening s1 "$VT_WAN_PORT" && sleep 0.5 && kill -0 "${VT_NODE_PID[s1]}" 2>/dev/null
+        then
+            VT_OVERLAY=1
+        else
+            vt_node_stop s1 KILL 1
+            VT_NO_OVERLAY="start: $(grep -v '^ *$' "$VT_WORK/vngate-s1.log" | tail -n 1)"
+        fi
+    fi
+    if [ "$VT_OVERLAY" = 1 ]; then
+        for n in "${VT_STORAGE[@]}"; do
+            [ "$n" = s1 ] || vt_node_start "$n" "$VT_WORK/$n.toml"
+        done
+        for n in "${VT_STORAGE[@]}"; do
+            vt_wait_for 10 vt_udp_listening "$n" "$VT_WAN_PORT" || {
+                VT_UP_ERR="storage node $n does not listen on UDP $VT_WAN_PORT"
+                return 1
+            }
+        done
+        for n in "${VT_ROUTERS[@]}"; do vt_node_start "$n" "$VT_WORK/$n.toml"; done
+    else
+        vt_log "this vngate does not join an overlay ($VT_NO_OVERLAY): running both sites standalone (P1)"
+        for n in "${VT_ROUTERS[@]}"; do
+            conf=$VT_WORK/$n-p1.toml
+            vt_write_config "$conf" vn0 "$VT_WORK/state-$n"
+            vt_node_start "$n" "$conf"
+        done
+    fi
+    for n in "${VT_ROUTERS[@]}"; do
+        vt_wait_for 10 vt_tap_ready "$n" vn0 || {
+            VT_UP_ERR="vngate on $n did not open its TAP"
+            return 1
+        }
+    done
+    [ "$VT_OVERLAY" = 1 ] && vt_interface_host_up
+}
+
+# vt_interface_host_up: host i1 (india), a laptop on the WAN (10.99.0.21) joined to the VN in interface mode:
+# vngate on its own TAP vn0 (a client of the DHT, not storage), its DHCP client on vn0 (vt_start_udhcpc i1
+# india vn0) gets one VN address and no default route.
+vt_interface_host_up() {
+    local n=i1
+    vt_ns_add "$n"
+    vt_no_ipv6 "$n"
+    vt_wan_attach "$n"
+    ip -n "$(vt_ns "$n")" tuntap add dev vn0 mode tap || vt_die "tap in $n"
+    vt_holder_start "$n" "${VT_HOSTNAME[$n]}"
+    vt_node_config "$n" >/dev/null
+    vt_node_start "$n" "$VT_WORK/$n.toml"
+    vt_wait_for 10 vt_tap_ready "$n" vn0 || {
+        VT_UP_ERR="vngate in interface mode on $n did not open its TAP"
+        return 1
+    }
 }
