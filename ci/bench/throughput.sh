@@ -4,7 +4,8 @@
 #
 #   sudo ci/bench/throughput.sh                     # 0 ms WAN, then 50 ms one-way WAN delay (vn-wanem)
 #   sudo BENCH_DELAY=0 ci/bench/throughput.sh       # the 0 ms WAN only
-#   sudo BENCH_WG=boringtun ci/bench/throughput.sh  # userspace WireGuard: boringtun-cli (default: wireguard-go)
+#   sudo BENCH_WG=boringtun ci/bench/throughput.sh  # one userspace WireGuard only (default: each one installed
+#                                                   # of wireguard-go and boringtun-cli)
 #
 # Topology (namespaces tp<pid>-*): a WAN bridge (wan) joins routers ra (10.99.0.1) and rb (10.99.0.2) and three
 # vngate storage daemons s1..s3 (10.99.0.11-13). Each router has a LAN bridge br0 holding vngate's TAP (vn0) and a
@@ -13,8 +14,9 @@
 #   (1) native:    ha 10.1.0.10/24 -> ra (br0 10.1.0.1) -> plain IP forwarding over the WAN -> rb -> hb 10.2.0.10;
 #   (2) vngate:    ha and hb lease 10.250.x.y/16 from their site's vngate (busybox udhcpc) and talk as on one LAN:
 #                  proxy ARP, the frames go through the TAP into vngate's overlay (UDP 4789) between ra and rb;
-#   (3) wireguard: ha 10.11.0.10/24 -> ra -> a userspace WireGuard interface (wireguard-go, or boringtun) whose
-#                  UDP (51820) crosses the same WAN to rb -> hb 10.12.0.10.
+#   (3) wireguard: ha 10.11.0.10/24 -> ra -> a userspace WireGuard interface (wireguard-go, Debian package) whose
+#                  UDP (51821) crosses the same WAN to rb -> hb 10.12.0.10; and the same with boringtun-cli
+#                  (cargo install --locked boringtun-cli) on 10.21/10.22 and port 51822.
 # vngate's data plane is plaintext in P2 (encryption comes in P3): WireGuard encrypts and authenticates every
 # packet (ChaCha20-Poly1305), so it does more work per packet than vngate does today.
 # The hosts' eth0 MTU is set to vngate's VN MTU (1380) for every variant, so all three carry the same TCP segment
@@ -28,7 +30,7 @@
 # With BENCH_DELAY set, vn-wanem (release build) sits between ra's WAN port and the WAN bridge for the second part,
 # pinned to the generator core, so everything ra sends or receives over the WAN is delayed (both directions).
 #
-# Figures: throughput = iperf3 receiver rate over BENCH_SECS (5 s, the first second omitted), BENCH_RUNS (3) runs per
+# Figures: throughput = iperf3 receiver rate over BENCH_SECS (5 s, the first second omitted), BENCH_RUNS (5) runs per
 # variant (the variants alternate), median and best; RTT = BENCH_PINGS (100) pings at 20 ms intervals after 3
 # warm-up pings: avg, p50, p99; cpu% = the two gateway processes' CPU time over the wall time of the iperf3 runs
 # (100 = one core). Ratios: vngate/native, wireguard/native, vngate/wireguard (throughput: >1 is better; RTT: <1).
@@ -41,23 +43,30 @@ root=$(cd "$here/../.." && pwd)
 GEN_CPU=${BENCH_GEN_CPU:-0}
 SRV_CPU=${BENCH_SRV_CPU:-1}
 NICE=${BENCH_NICE:--10}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 SECS=${BENCH_SECS:-5}
 PINGS=${BENCH_PINGS:-100}
 DELAY=${BENCH_DELAY:-50ms}
-WG=${BENCH_WG:-wireguard-go}
+WGS=${BENCH_WG-}
 VNGATE_BIN=${VNGATE_BIN:-$root/target/release/vngate}
 WANEM_BIN=${WANEM_BIN:-$root/target/release/vn-wanem}
 OUT=${BENCH_OUT-$here/results/throughput-$(date -u +%Y%m%d-%H%M).txt}
 
 [ "$(id -u)" = 0 ] || { echo "throughput.sh: run as root (network namespaces)" >&2; exit 1; }
-case "$WG" in
-  wireguard-go) WG_BIN=$(command -v wireguard-go || true) ;;
-  boringtun) WG_BIN=$(command -v boringtun-cli || echo "${CARGO_HOME:-$HOME/.cargo}/bin/boringtun-cli") ;;
-  *) echo "throughput.sh: BENCH_WG is wireguard-go or boringtun" >&2; exit 1 ;;
-esac
-[ -x "$WG_BIN" ] || { echo "throughput.sh: $WG missing (VNGATE_BENCH=1 ci/setup.sh installs wireguard-go;" \
+wg_bin() {
+  case "$1" in
+    wireguard-go) command -v wireguard-go || true ;;
+    boringtun) command -v boringtun-cli || echo "${CARGO_HOME:-$HOME/.cargo}/bin/boringtun-cli" ;;
+    *) echo "throughput.sh: BENCH_WG lists wireguard-go and/or boringtun" >&2; exit 1 ;;
+  esac
+}
+if [ -z "$WGS" ]; then
+  for w in wireguard-go boringtun; do [ -x "$(wg_bin $w)" ] && WGS="$WGS $w"; done
+fi
+WGS=$(echo $WGS)
+[ -n "$WGS" ] || { echo "throughput.sh: no userspace WireGuard (VNGATE_BENCH=1 ci/setup.sh installs wireguard-go;" \
   "boringtun: cargo install --locked boringtun-cli)" >&2; exit 1; }
+for w in $WGS; do [ -x "$(wg_bin "$w")" ] || { echo "throughput.sh: $w missing" >&2; exit 1; }; done
 for t in ip taskset iperf3 ping wg busybox jq strip; do
   command -v "$t" >/dev/null || { echo "throughput.sh: $t missing (VNGATE_BENCH=1 ci/setup.sh installs it)" >&2; exit 1; }
 done
@@ -87,7 +96,7 @@ cleanup() {
     for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     ip netns del "$n" 2>/dev/null
   done
-  rm -f "/var/run/wireguard/$P-wga.sock" "/var/run/wireguard/$P-wgb.sock"
+  rm -f /var/run/wireguard/"$P"-wg*.sock
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -151,7 +160,8 @@ setup() {
     ip -n "$P-r$r" tuntap add dev vn0 mode tap
     ip -n "$P-r$r" link set vn0 master br0
     ip -n "$P-r$r" addr add "10.$n.0.1/24" dev br0   # native gateway
-    ip -n "$P-r$r" addr add "10.1$n.0.1/24" dev br0  # wireguard gateway
+    ip -n "$P-r$r" addr add "10.1$n.0.1/24" dev br0  # wireguard-go gateway
+    ip -n "$P-r$r" addr add "10.2$n.0.1/24" dev br0  # boringtun gateway
     ns_add "h$r"
     ip link add "$P-h$r" type veth peer name eth0 netns "$P-h$r"
     ip link set "$P-h$r" netns "$P-r$r"
@@ -159,6 +169,7 @@ setup() {
     ip -n "$P-h$r" link set eth0 mtu 1380 up
     ip -n "$P-h$r" addr add "10.$n.0.10/24" dev eth0
     ip -n "$P-h$r" addr add "10.1$n.0.10/24" dev eth0
+    ip -n "$P-h$r" addr add "10.2$n.0.10/24" dev eth0
     mkdir -p "$work/r$r"
     printf '%s\n[overlay]\nlisten = "10.99.0.%s:4789"\npeers = %s\nfounding = true\n[daemon]\ntap = "vn0"\nstate_dir = "%s"\n' \
       "$NS_TOML" "$n" "$PEERS" "$work/r$r" >"$work/r$r.toml"
@@ -172,31 +183,37 @@ setup() {
   ip -n "$P-hb" route add 10.1.0.0/24 via 10.2.0.1
   ip -n "$P-ha" route add 10.12.0.0/24 via 10.11.0.1
   ip -n "$P-hb" route add 10.11.0.0/24 via 10.12.0.1
+  ip -n "$P-ha" route add 10.22.0.0/24 via 10.21.0.1
+  ip -n "$P-hb" route add 10.21.0.0/24 via 10.22.0.1
 }
 
-wg_pids=()
+declare -A WG_PIDS
+# wg_k IMPL: its index (1 wireguard-go, 2 boringtun): subnets 10.<k>1/10.<k>2, port 5182<k>, interface $P-wg<k><site>
+wg_k() { case "$1" in wireguard-go) echo 1 ;; boringtun) echo 2 ;; esac; }
+# setup_wireguard IMPL: the two routers' tunnel with that implementation.
 setup_wireguard() {
-  local r n o key
+  local impl=$1 k r n o key i ifn bin
+  k=$(wg_k "$impl"); bin=$(wg_bin "$impl")
   for r in a b; do
-    (umask 077; wg genkey >"$work/wg$r.key")
-    wg pubkey <"$work/wg$r.key" >"$work/wg$r.pub"
+    (umask 077; wg genkey >"$work/wg$k$r.key")
+    wg pubkey <"$work/wg$k$r.key" >"$work/wg$k$r.pub"
   done
   mkdir -p /var/run/wireguard
+  WG_PIDS[$impl]=""
   for r in a b; do
-    n=$([ $r = a ] && echo 1 || echo 2); o=$([ $r = a ] && echo 2 || echo 1)
-    case "$WG" in
-      wireguard-go) bg "r$r" "$SRV_CPU" "$work/wg$r.log" env LOG_LEVEL=error "$WG_BIN" -f "$P-wg$r" ;;
-      boringtun) bg "r$r" "$SRV_CPU" "$work/wg$r.log" env WG_LOG_LEVEL=error "$WG_BIN" --foreground \
-        --disable-drop-privileges "$P-wg$r" ;;
+    n=$([ $r = a ] && echo 1 || echo 2); o=$([ $r = a ] && echo 2 || echo 1); ifn="$P-wg$k$r"
+    case "$impl" in
+      wireguard-go) bg "r$r" "$SRV_CPU" "$work/wg$k$r.log" env LOG_LEVEL=error "$bin" -f "$ifn" ;;
+      boringtun) bg "r$r" "$SRV_CPU" "$work/wg$k$r.log" env WG_LOG_LEVEL=error "$bin" --foreground \
+        --disable-drop-privileges "$ifn" ;;
     esac
-    wg_pids+=("$bg_pid")
-    local i
-    for i in $(seq 50); do [ -S "/var/run/wireguard/$P-wg$r.sock" ] && break; sleep 0.1; done
-    key=$(cat "$work/wg$([ $r = a ] && echo b || echo a).pub")
-    in_ns "r$r" wg set "$P-wg$r" private-key "$work/wg$r.key" listen-port 51820 \
-      peer "$key" allowed-ips "10.1$o.0.0/24" endpoint "10.99.0.$o:51820"
-    ip -n "$P-r$r" link set "$P-wg$r" mtu 1420 up
-    ip -n "$P-r$r" route add "10.1$o.0.0/24" dev "$P-wg$r"
+    WG_PIDS[$impl]="${WG_PIDS[$impl]} $bg_pid"
+    for i in $(seq 50); do [ -S "/var/run/wireguard/$ifn.sock" ] && break; sleep 0.1; done
+    key=$(cat "$work/wg$k$([ $r = a ] && echo b || echo a).pub")
+    in_ns "r$r" wg set "$ifn" private-key "$work/wg$k$r.key" listen-port "5182$k" \
+      peer "$key" allowed-ips "10.$k$o.0.0/24" endpoint "10.99.0.$o:5182$k"
+    ip -n "$P-r$r" link set "$ifn" mtu 1420 up
+    ip -n "$P-r$r" route add "10.$k$o.0.0/24" dev "$ifn"
   done
 }
 
@@ -219,15 +236,21 @@ HZ=$(getconf CLK_TCK)
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat"))); done; echo "$t"; }
 
 # dest VARIANT: host B's address for that variant
-dest() { case "$1" in native) echo 10.2.0.10 ;; vngate) echo "$VN_b" ;; wireguard) echo 10.12.0.10 ;; esac; }
-gw_pids() { case "$1" in native) ;; vngate) echo "${vngate_pids[@]}" ;; wireguard) echo "${wg_pids[@]}" ;; esac; }
+dest() { case "$1" in native) echo 10.2.0.10 ;; vngate) echo "$VN_b" ;; *) echo "10.$(wg_k "$1")2.0.10" ;; esac; }
+gw_pids() { case "$1" in native) ;; vngate) echo "${vngate_pids[@]}" ;; *) echo "${WG_PIDS[$1]}" ;; esac; }
 
+med() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
 # ping_stats VARIANT -> "avg p50 p99 loss%"
 ping_stats() {
   local d; d=$(dest "$1")
   gen ha ping -c 3 -i 0.2 -W 2 "$d" >/dev/null 2>&1 || true
-  gen ha timeout $((PINGS / 10 + 30)) ping -c "$PINGS" -i 0.02 -W 2 "$d" 2>/dev/null |
-    sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -n |
+  gen ha timeout $((PINGS / 10 + 30)) ping -c "$PINGS" -i 0.02 -W 2 "$d" >"$work/ping.out" 2>/dev/null || true
+  # the outliers (over 1.5 x the median + 1 ms) by sequence number, to stderr: a cluster is one event
+  local m
+  m=$(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$work/ping.out" | med)
+  sed -n 's/.*icmp_seq=\([0-9]*\).*time=\([0-9.]*\) ms.*/\1 \2/p' "$work/ping.out" |
+    awk -v m="$m" '$2 > 1.5 * m + 1 { o = o " " $1 ":" $2 } END { if (o != "") print "#   slow pings (seq:ms):" o }' >&2
+  sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$work/ping.out" | sort -n |
     awk -v n="$PINGS" '{ v[NR] = $1; s += $1 }
       END { if (NR == 0) { print "n/a n/a n/a 100"; exit }
             i50 = int(NR * 0.50 + 0.999); i99 = int(NR * 0.99 + 0.999)
@@ -241,7 +264,7 @@ iperf_once() {
     jq -r '(.end.sum_received.bits_per_second // 0) / 1e6 | floor' 2>/dev/null || echo 0
 }
 
-VARIANTS="native vngate wireguard"
+VARIANTS="native vngate $WGS"
 # measure PHASE: fills R_<phase>_<variant>_{tput,best,rtt,cpu} and prints progress to stderr.
 measure() {
   local ph=$1 v r t0 t1 c0 c1 pl
@@ -266,7 +289,6 @@ measure() {
   done
 }
 
-med() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
 best() { tr ' ' '\n' | grep . | sort -n | tail -n 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "n/a" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
 
@@ -275,7 +297,7 @@ report() {
   declare -A M A P50 P99
   echo
   echo "$title"
-  printf '%-10s %9s %9s %6s  %9s %9s %9s %5s  %5s\n' variant "Mbit/s" best cpu% "rtt avg" p50 p99 loss% runs
+  printf '%-12s %9s %9s %6s  %9s %9s %9s %5s  %5s\n' variant "Mbit/s" best cpu% "rtt avg" p50 p99 loss% runs
   for v in $VARIANTS; do
     m=$(echo "${TP[$ph.$v]}" | med); b=$(echo "${TP[$ph.$v]}" | best)
     M[$v]=$m
@@ -283,14 +305,14 @@ report() {
     cpu="-"
     [ "$v" != native ] && cpu=$(awk -v t="${CPU_T[$ph.$v]}" -v w="${CPU_W[$ph.$v]}" -v hz="$HZ" \
       'BEGIN { if (w > 0) printf "%.0f", 100 * t / hz / (w / 1000); else print "n/a" }')
-    printf '%-10s %9s %9s %6s  %9s %9s %9s %5s  %s\n' "$v" "$m" "$b" "$cpu" "${A[$v]}" "${P50[$v]}" "${P99[$v]}" \
+    printf '%-12s %9s %9s %6s  %9s %9s %9s %5s  %s\n' "$v" "$m" "$b" "$cpu" "${A[$v]}" "${P50[$v]}" "${P99[$v]}" \
       "$loss" "$(echo "${TP[$ph.$v]}" | xargs)"
   done
-  printf '%-20s %9s %9s %9s %9s\n' ratio "Mbit/s" "rtt avg" p50 p99
+  printf '%-24s %9s %9s %9s %9s\n' ratio "Mbit/s" "rtt avg" p50 p99
   local pair x y
-  for pair in vngate/native wireguard/native vngate/wireguard; do
+  for pair in vngate/native $(for w in $WGS; do echo "$w/native"; done) $(for w in $WGS; do echo "vngate/$w"; done); do
     x=${pair%/*}; y=${pair#*/}
-    printf '%-20s %9s %9s %9s %9s\n' "$pair" "$(ratio "${M[$x]}" "${M[$y]}")" "$(ratio "${A[$x]}" "${A[$y]}")" \
+    printf '%-24s %9s %9s %9s %9s\n' "$pair" "$(ratio "${M[$x]}" "${M[$y]}")" "$(ratio "${A[$x]}" "${A[$y]}")" \
       "$(ratio "${P50[$x]}" "${P50[$y]}")" "$(ratio "${P99[$x]}" "${P99[$y]}")"
   done
 }
@@ -302,6 +324,7 @@ wanem_on() {
   ip -n "$P-wan" link set "$P-qb" master br0 up
   ip -n "$P-wan" link set "$P-qa" up
   bg wan "$GEN_CPU" "$work/wanem.log" "$WANEM_BIN" --a "$P-wra" --b "$P-qa" --delay "$DELAY" --seed 1
+  wanem_pid=$bg_pid
   local i
   for i in $(seq 50); do grep -q 'vn-wanem: ready' "$work/wanem.log" && return 0; sleep 0.1; done
   die "vn-wanem did not start: $(cat "$work/wanem.log")"
@@ -311,7 +334,7 @@ wanem_on() {
 [ -x "$VNGATE_BIN" ] || die "no $VNGATE_BIN"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 setup
-setup_wireguard
+for w in $WGS; do setup_wireguard "$w"; done
 bg ha "$GEN_CPU" "$work/iperf-a.log" iperf3 -s
 bg hb "$GEN_CPU" "$work/iperf-b.log" iperf3 -s
 log "waiting for the overlay to settle, then DHCP"
@@ -328,30 +351,34 @@ if [ "$DELAY" != 0 ]; then
   wanem_on
   sleep 1
   measure wan
+  kill -USR1 "$wanem_pid"
+  sleep 0.3
 fi
 
 stripped=$(mktemp "$work/vngate.XXXX")
 strip -o "$stripped" "$VNGATE_BIN"
 size=$(stat -c %s "$stripped")
-case "$WG" in
-  wireguard-go) wgver=$("$WG_BIN" --version 2>&1 | head -n 1) ;;
-  boringtun) wgver=$("$WG_BIN" --version 2>&1 | head -n 1) ;;
-esac
+wgver=$(for w in $WGS; do "$(wg_bin "$w")" --version 2>&1 | head -n 1; done | paste -sd ';' | sed 's/;/; /g')
 {
   echo "vngate host-to-host throughput and RTT, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $(nproc) cores"
   echo "load average before the run: $load (other work on this shared machine skews figures)"
   echo "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown); iperf3 ${SECS}s (first second omitted) x $RUNS runs per variant, alternating; $PINGS pings at 20 ms"
   echo "pinning: iperf3/ping on core $GEN_CPU; vngate routers + storage daemons and the WireGuard daemons on core $SRV_CPU; nice $NICE"
-  echo "wireguard: $wgver (userspace, TUN); hosts' MTU 1380 in every variant; wg MTU 1420"
+  echo "wireguard: $wgver (userspace, TUN, both ends on one core; boringtun with its default 4 threads)"
+  echo "hosts' MTU 1380 (vngate's VN MTU) in every variant; WireGuard interfaces' MTU 1420"
   echo "vngate release binary, stripped: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB), $(uname -m)"
   echo "NOTE: vngate's data plane is plaintext in P2 (encryption comes with P3); WireGuard encrypts and"
   echo "      authenticates every packet (ChaCha20-Poly1305), so it does more work per packet than vngate."
   report lan "WAN: direct bridge (0 ms)"
   if [ "$DELAY" != 0 ]; then
     report wan "WAN: $DELAY one-way delay on site A's WAN port (vn-wanem, both directions; RTT +2x$DELAY)"
+    echo "  vn-wanem counters over the delayed part (all variants):"
+    grep -E '^vn-wanem (exit|stats|counters)|received=' "$work/wanem.log" | tail -n 2 | sed 's/^/    /'
   fi
   echo
   echo "  Mbit/s: median iperf3 receiver rate (A->B), best: the highest run; cpu%: the two gateway processes'"
   echo "  CPU over the iperf3 runs' wall time (100 = one core; native forwarding is in the kernel); rtt in ms."
+  echo "  Both ends of each tunnel (ra's and rb's daemon) share core $SRV_CPU, so a tunnel's cpu% near 100 means"
+  echo "  that core was the limit (one gateway alone would have had it to itself). ping prints whole ms above 100 ms."
   echo "  ratios: throughput >1 is better than the reference, RTT <1 is better."
 } | if [ -n "$OUT" ]; then mkdir -p "$(dirname "$OUT")"; tee "$OUT"; else cat; fi
