@@ -35,8 +35,8 @@
 # The hosts' TCP buffers may grow to 32 MiB (tcp_rmem/tcp_wmem in their namespaces), so that at 50 ms the window is
 # not what limits the flow (with the defaults every variant stopped near 280 Mbit/s).
 # Figures: throughput = iperf3 receiver rate over BENCH_SECS (5 s, the first second omitted), BENCH_RUNS (5) runs per
-# variant (the variants alternate), median and best; RTT = BENCH_PINGS (100) pings at 20 ms intervals after 3
-# warm-up pings: avg, p50, p99; cpu% = the two gateway processes' CPU time over the wall time of the iperf3 runs
+# variant (the variants alternate), median and best; RTT = BENCH_PINGS (100) pings at 20 ms intervals, in
+# BENCH_RUNS rounds alternating the variants, each round after 2 warm-up pings: avg, p50, p99 over all of them; cpu% = the two gateway processes' CPU time over the wall time of the iperf3 runs
 # (100 = one core). Ratios: vngate/native, wireguard/native, vngate/wireguard (throughput: >1 is better; RTT: <1).
 # Output: stdout and ci/bench/results/throughput-<date>.txt (BENCH_OUT=path to change it, BENCH_OUT= for none).
 set -euo pipefail
@@ -246,18 +246,20 @@ dest() { case "$1" in native) echo 10.2.0.10 ;; vngate) echo "$VN_b" ;; *) echo 
 gw_pids() { case "$1" in native) ;; vngate) echo "${vngate_pids[@]}" ;; *) echo "${WG_PIDS[$1]}" ;; esac; }
 
 med() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
-# ping_stats VARIANT -> "avg p50 p99 loss%"
-ping_stats() {
-  local d; d=$(dest "$1")
-  gen ha ping -c 3 -i 0.2 -W 2 "$d" >/dev/null 2>&1 || true
-  gen ha timeout $((PINGS / 10 + 30)) ping -c "$PINGS" -i 0.02 -W 2 "$d" >"$work/ping.out" 2>/dev/null || true
-  # the outliers (over 1.5 x the median + 1 ms) by sequence number, to stderr: a cluster is one event
-  local m
+# ping_round VARIANT N FILE: N pings at 20 ms after 2 warm-up pings, the RTTs appended to FILE; the outliers (over
+# 1.5 x the round's median + 1 ms) by sequence number to stderr: a cluster is one event.
+ping_round() {
+  local d m; d=$(dest "$1")
+  gen ha ping -c 2 -i 0.2 -W 2 "$d" >/dev/null 2>&1 || true
+  gen ha timeout $(($2 / 10 + 30)) ping -c "$2" -i 0.02 -W 2 "$d" >"$work/ping.out" 2>/dev/null || true
+  sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$work/ping.out" >>"$3"
   m=$(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$work/ping.out" | med)
   sed -n 's/.*icmp_seq=\([0-9]*\).*time=\([0-9.]*\) ms.*/\1 \2/p' "$work/ping.out" |
-    awk -v m="$m" '$2 > 1.5 * m + 1 { o = o " " $1 ":" $2 } END { if (o != "") print "#   slow pings (seq:ms):" o }' >&2
-  sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$work/ping.out" | sort -n |
-    awk -v n="$PINGS" '{ v[NR] = $1; s += $1 }
+    awk -v m="$m" -v v="$1" '$2 > 1.5 * m + 1 { o = o " " $1 ":" $2 } END { if (o != "") print "#   " v " slow pings (seq:ms):" o }' >&2
+}
+# rtt_stats FILE SENT -> "avg p50 p99 loss%"
+rtt_stats() {
+  sort -n "$1" | awk -v n="$2" '{ v[NR] = $1; s += $1 }
       END { if (NR == 0) { print "n/a n/a n/a 100"; exit }
             i50 = int(NR * 0.50 + 0.999); i99 = int(NR * 0.99 + 0.999)
             printf "%.3f %.3f %.3f %.0f\n", s / NR, v[i50], v[i99], 100 * (n - NR) / n }'
@@ -275,8 +277,14 @@ VARIANTS="native vngate $WGS"
 measure() {
   local ph=$1 v r t0 t1 c0 c1 pl
   declare -gA TP CPU_T CPU_W RTT
+  # the pings in RUNS rounds, alternating variants, so that a noisy moment on the machine hits them all alike
+  local per=$(((PINGS + RUNS - 1) / RUNS))
+  for v in $VARIANTS; do : >"$work/rtt-$ph-$v"; done
+  for r in $(seq "$RUNS"); do
+    for v in $VARIANTS; do ping_round "$v" "$per" "$work/rtt-$ph-$v"; done
+  done
   for v in $VARIANTS; do
-    RTT[$ph.$v]=$(ping_stats "$v")
+    RTT[$ph.$v]=$(rtt_stats "$work/rtt-$ph-$v" $((per * RUNS)))
     log "$ph $v rtt avg/p50/p99/loss%: ${RTT[$ph.$v]}"
   done
   for v in $VARIANTS; do TP[$ph.$v]=""; CPU_T[$ph.$v]=0; CPU_W[$ph.$v]=0; done
@@ -368,7 +376,7 @@ wgver=$(for w in $WGS; do "$(wg_bin "$w")" --version 2>&1 | head -n 1; done | pa
 {
   echo "vngate host-to-host throughput and RTT, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $(nproc) cores"
   echo "load average before the run: $load (other work on this shared machine skews figures)"
-  echo "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown); iperf3 ${SECS}s (first second omitted) x $RUNS runs per variant, alternating; $PINGS pings at 20 ms"
+  echo "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown); iperf3 ${SECS}s (first second omitted) x $RUNS runs per variant, alternating; $PINGS pings at 20 ms in $RUNS alternating rounds"
   echo "pinning: iperf3/ping on core $GEN_CPU; vngate routers + storage daemons and the WireGuard daemons on core $SRV_CPU; nice $NICE"
   echo "wireguard: $wgver (userspace, TUN, both ends on one core; boringtun with its default 4 threads)"
   echo "hosts' MTU 1380 (vngate's VN MTU) in every variant; WireGuard interfaces' MTU 1420"
