@@ -22,6 +22,9 @@ if [ "${VNGATE_BENCH:-0}" = 1 ]; then
   have dnsperf    || need_apt+=(dnsperf)
   have nsd        || need_apt+=(nsd)
   have dnsmasq    || need_apt+=(dnsmasq-base)
+  have wireguard-go || need_apt+=(wireguard-go)   # ci/bench/throughput.sh
+  have wg         || need_apt+=(wireguard-tools)
+  have jq         || need_apt+=(jq)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
