@@ -54,6 +54,24 @@ pub struct Node<
     overlay: Option<Overlay>,
     pmtu: PmtuGuard,
     admin: command::Admin,
+    parked: heapless::Vec<Parked, PARKED>,
+}
+
+/// Data messages held while the owner of their inner source is read from the DHT (the first packet
+/// from a new correspondent, which source validation cannot pass yet). When full, the oldest goes.
+pub const PARKED: usize = 4;
+/// How long a parked data message waits for its source's owner.
+pub const PARK_WAIT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(2);
+/// Room for one overlay data message.
+const PARK_CAP: usize = encap::MAX_FRAME + crate::wire::overlay::OVERHEAD + 32;
+
+/// A data message waiting for the read of its inner source's owner.
+struct Parked {
+    from: SocketAddr,
+    src: Ipv4Address,
+    at: Instant,
+    len: usize,
+    buf: [u8; PARK_CAP],
 }
 
 /// The defaults: 64 leases, 256 hosts, 32 DNS queries, 16 outputs, 32 events (about 26 KiB of queue).
@@ -77,6 +95,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             overlay: None,
             pmtu: PmtuGuard::new(),
             admin: command::Admin::default(),
+            parked: heapless::Vec::new(),
         }
     }
 
@@ -110,13 +129,35 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
     fn drain_routes(&mut self, now: Instant) {
         let Some(o) = self.overlay.as_mut() else { return };
         let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        let mut done: heapless::Vec<Ipv4Address, 8> = heapless::Vec::new();
         while let Some((ip, found)) = o.take_route_done() {
             self.arp.lookup_done(&mut cx, &self.site, ip, found);
+            // More reads ending at once than tracked here: their parked packets age out instead.
+            let _ = done.push(ip);
         }
         while let Some((label, answer)) = o.take_host_done() {
             self.dns.host_done(&mut cx, &self.site, &label, answer);
         }
         self.drain_commands(now);
+        self.replay_parked(now, &done);
+    }
+
+    /// Deliver (or drop, counted) the parked data messages whose source's owner was just read; drop
+    /// those that waited longer than [`PARK_WAIT`].
+    fn replay_parked(&mut self, now: Instant, done: &[Ipv4Address]) {
+        let mut i = 0;
+        while i < self.parked.len() {
+            let p = &self.parked[i];
+            if done.contains(&p.src) {
+                let p = self.parked.swap_remove(i);
+                self.deliver_with(now, p.from, &p.buf[..p.len], false);
+            } else if now >= p.at + PARK_WAIT {
+                self.parked.swap_remove(i);
+                self.stats.overlay_src_invalid += 1;
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Tells the overlay about leases granted and ended since event `from`.
@@ -506,6 +547,10 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
     /// the inner source belongs to the sending node (source validation) and the destination is held
     /// here and known on the LAN.
     fn deliver(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.deliver_with(now, from, datagram, true);
+    }
+
+    fn deliver_with(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], may_park: bool) {
         let Some(o) = self.overlay.as_mut() else { return };
         let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
         let Some(sender) = o.sender(&mut cx, from) else {
@@ -540,12 +585,26 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                 return;
             }
             None => {
-                // Not known yet: drop, and read the source's owner so the next packet passes.
-                cx.stats.overlay_src_invalid += 1;
-                if self.site.params.is_vn_host(src) {
-                    o.resolve(now, src);
-                    o.pump_with(&mut cx, &self.site);
+                // Not known yet: read the source's owner and hold the packet until the answer (so the
+                // first packet of a new correspondent is not lost); once only, and never unbounded.
+                // Our own address from another node is never valid; nor is anything outside the VN.
+                if !self.site.params.is_vn_host(src)
+                    || o.holds_ip(now, src)
+                    || !may_park
+                    || datagram.len() > PARK_CAP
+                {
+                    cx.stats.overlay_src_invalid += 1;
+                    return;
                 }
+                o.resolve(now, src);
+                o.pump_with(&mut cx, &self.site);
+                if self.parked.is_full() {
+                    self.parked.remove(0);
+                    self.stats.overlay_src_invalid += 1;
+                }
+                let mut p = Parked { from, src, at: now, len: datagram.len(), buf: [0; PARK_CAP] };
+                p.buf[..datagram.len()].copy_from_slice(datagram);
+                let _ = self.parked.push(p);
                 return;
             }
         }
