@@ -74,7 +74,8 @@ struct Parked {
     buf: [u8; PARK_CAP],
 }
 
-/// The defaults: 64 leases, 256 hosts, 32 DNS queries, 16 outputs, 32 events (about 26 KiB of queue).
+/// The defaults: 64 leases, 256 hosts, 32 DNS queries, 8 + 8 outputs (free and held), 32 events
+/// (about 25 KiB of queue).
 pub type DefaultNode = Node;
 
 impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usize, const EVQ: usize>

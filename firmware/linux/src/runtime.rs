@@ -1,5 +1,6 @@
-//! The tokio runtime around one `vn_core::Node`: TAP in and out, upstream DNS sockets, the timer at
-//! `poll_at`, SIGTERM, and the bindings file written before held ACKs are released.
+//! The tokio runtime around one `vn_core::Node`: the TAP (router or interface mode), the overlay's UDP
+//! socket, upstream DNS sockets, the timer at `poll_at`, signals, the control socket, and the bindings
+//! file written (off the packet path) before the ACKs that depend on it are released.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -19,8 +20,8 @@ use crate::control::Request;
 use crate::persist::{BindingsFile, ReservationsFile};
 use vn_core::node::command::{parse_key, Command, CommandId, CommandOutput, CommandResult, Reservation};
 
-/// The daemon's node: room for 4096 leases, 4096 LAN hosts, 256 DNS forwards in flight, 256 queued
-/// outputs (384 KiB) and 256 events.
+/// The daemon's node: room for 4096 leases, 4096 LAN hosts, 256 DNS forwards in flight, 256 + 256
+/// queued outputs (free and held, 768 KiB) and 256 events.
 type DaemonNode = vn_core::Node<4096, 4096, 256, 256, 256>;
 
 /// Frames read from the TAP per wake-up before outputs are flushed (and the bindings file written once
