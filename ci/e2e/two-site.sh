@@ -289,6 +289,35 @@ step_dns() {
     done
 }
 
+# ---- hostctl against the routers' control sockets ---------------------------------------------------------
+step_hostctl() {
+    local sa=$VT_WORK/state-ra/control.sock sb=$VT_WORK/state-rb/control.sock out y
+    [ "$VT_OVERLAY" = 1 ] || { vt_skip "hostctl overlay checks (no overlay in this daemon)"; return; }
+    out=$("$HOSTCTL" status --socket "$sa" 2>&1)
+    vt_check "hostctl status at ra lists 5 DHT members and peers up" \
+        sh -c 'printf "%s" "$1" | grep -q "^overlay    5 DHT members" && printf "%s" "$1" | grep -q " up "' _ "$out"
+    for y in "${VT_HOSTS[@]}"; do
+        [ "${VT_SITE[$y]}" = rb ] && [ -n "${IP[$y]:-}" ] || continue
+        out=$("$HOSTCTL" dht get "host:${VT_HOSTNAME[$y]}" --json --socket "$sa" 2>&1)
+        vt_check "hostctl dht get host:${VT_HOSTNAME[$y]} at site A reads ${IP[$y]}" \
+            sh -c 'printf "%s" "$1" | grep -q "\"found\":true" && printf "%s" "$1" | grep -q "\"value\":\"$2\""' _ "$out" "${IP[$y]}"
+        break
+    done
+    out=$("$HOSTCTL" dht get host:nobody-here --json --socket "$sa" 2>&1)
+    vt_check "hostctl dht get of an unknown name reads absent" sh -c 'printf "%s" "$1" | grep -q "\"found\":false"' _ "$out"
+    out=$("$HOSTCTL" reserve 10.250.9.9 --name printer --pin --socket "$sa" 2>&1)
+    vt_check "hostctl reserve 10.250.9.9 --name printer at ra" sh -c 'printf "%s" "$1" | grep -q "^reserved 10.250.9.9"' _ "$out"
+    out=$("$HOSTCTL" reserve 10.250.9.9 --socket "$sb" 2>&1)
+    vt_check "the same reserve at rb is refused, naming the owner" \
+        sh -c '! printf "%s" "$1" | grep -q "^reserved" && printf "%s" "$1" | grep -q "holds the address"' _ "$out"
+    for y in "${VT_HOSTS[@]}"; do
+        [ "${VT_SITE[$y]}" = rb ] && [ -n "${IP[$y]:-}" ] || continue
+        vt_check "${VT_HOSTNAME[$y]} at site B resolves the admin name printer" \
+            vt_wait_for 5 resolves "$y" "printer.$VT_DOMAIN" 10.250.9.9
+        break
+    done
+}
+
 # ---- throughput --------------------------------------------------------------------------------------------
 step_iperf() {
     if [ "$VT_OVERLAY" != 1 ]; then
@@ -422,6 +451,8 @@ echo "== DNS"
 step_dns
 echo "== interface mode"
 step_interface
+echo "== hostctl"
+step_hostctl
 echo "== iperf3 across"
 step_iperf
 echo "== two storage nodes killed"
