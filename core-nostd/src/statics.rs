@@ -216,12 +216,12 @@ impl Statics {
     pub fn poll_at(&self) -> Option<Instant> {
         self.entries
             .iter()
-            .map(|e| match e.state {
-                State::Checking { until } => until + Duration::from_millis(1),
-                State::Refused { until } => until,
-                State::Held => e.last_seen + STATIC_IDLE,
+            .filter_map(|e| match e.state {
+                State::Checking { until } => Some(until + Duration::from_millis(1)),
+                State::Refused { until } => Some(until),
+                State::Held => Some(e.last_seen + STATIC_IDLE),
                 // Waits for the DHT result, which comes with the engine's own deadlines.
-                State::Claiming => Instant::from_micros(i64::MAX),
+                State::Claiming => None,
             })
             .min()
     }
