@@ -49,6 +49,16 @@ pub enum Event {
         /// The MAC that claimed it.
         mac: EthernetAddress,
     },
+    /// A static address (DESIGN.md "static claims") seen at `mac` on this LAN is owned by another
+    /// node: the claim was refused, or lost later. Frames from it are not tunnelled.
+    StaticConflict {
+        /// The static address.
+        ip: Ipv4Address,
+        /// The local host using it.
+        mac: EthernetAddress,
+        /// The node that holds it (`None`: the claim lapsed and the owner is not known).
+        owner: Option<NodeId>,
+    },
     /// The service conflict ended (the other station went quiet); serving resumed.
     ServiceConflictCleared,
     /// The binding table changed: persist [`crate::Node::bindings`] and then call
@@ -80,6 +90,12 @@ impl core::fmt::Display for Event {
             Self::PoolExhausted => f.write_str("PoolExhausted"),
             Self::AddressInUse { ip, mac } => write!(f, "AddressInUse ip={ip} mac={mac}"),
             Self::ServiceConflict { ip, mac } => write!(f, "ServiceConflict ip={ip} mac={mac}"),
+            Self::StaticConflict { ip, mac, owner: Some(o) } => {
+                write!(f, "StaticConflict ip={ip} mac={mac} owner={o}")
+            }
+            Self::StaticConflict { ip, mac, owner: None } => {
+                write!(f, "StaticConflict ip={ip} mac={mac} owner=unknown")
+            }
             Self::ServiceConflictCleared => f.write_str("ServiceConflictCleared"),
             Self::BindingsChanged => f.write_str("BindingsChanged"),
             Self::PeerUp { id, endpoint } => write!(f, "PeerUp id={id} endpoint={endpoint}"),

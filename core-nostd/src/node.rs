@@ -195,6 +195,27 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         o.pump_with(&mut cx, &self.site);
     }
 
+    /// A frame or ARP from `(ip, mac)` on the LAN (`answer`: an ARP reply to the router): for an
+    /// address of the static range, check it, or claim it once the check is answered
+    /// ([`crate::statics`]). Without an overlay (P1) nothing happens: the range is only validated.
+    // HOT PATH (every IPv4 frame from a VN host)
+    fn static_seen(&mut self, now: Instant, ip: Ipv4Address, mac: EthernetAddress, answer: bool) {
+        if !self.site.params.static_range.is_some_and(|r| r.contains(ip)) {
+            return;
+        }
+        let Some(o) = self.overlay.as_mut() else { return };
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        if answer {
+            o.static_confirmed(&mut cx, ip, mac);
+            o.pump_with(&mut cx, &self.site);
+            return;
+        }
+        let dhcp = &self.dhcp;
+        if o.static_seen(&mut cx, ip, mac, &|ip| dhcp.bindings(now).any(|b| b.ip == ip)) {
+            self.arp.check_at(&mut cx, &self.site, ip, Some(mac));
+        }
+    }
+
     /// The site this node serves.
     pub fn site(&self) -> &Site {
         &self.site
@@ -330,6 +351,14 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                 None => &mut self.pool,
             };
             self.dhcp.on_address_seen(&mut cx, site, alloc, ip, mac);
+            // A reply addressed to the router (our check asks from a service address).
+            let answer = matches!(repr, ArpRepr::EthernetIpv4 {
+                operation: smoltcp::wire::ArpOperation::Reply,
+                target_hardware_addr,
+                target_protocol_addr,
+                ..
+            } if target_hardware_addr == site.router_mac && site.params.is_service_addr(target_protocol_addr));
+            self.static_seen(now, ip, mac, answer);
         }
         self.drain_routes(now);
     }
@@ -346,6 +375,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         let (src, dst) = (repr.src_addr, repr.dst_addr);
         if self.site.params.is_vn_host(src) {
             self.arp.learn(now, &self.site, src_mac, src);
+            self.static_seen(now, src, src_mac, false);
         }
         let for_service = self.site.params.is_service_addr(dst);
         let broadcast = dst == Ipv4Address::BROADCAST || dst == self.site.params.broadcast();
@@ -426,7 +456,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                 && self.overlay.is_some() =>
             {
                 let len = usize::from(ip.total_len()).min(payload.len());
-                self.tunnel(now, src, dst, &payload[..len])
+                self.tunnel(now, src_mac, src, dst, &payload[..len])
             }
             _ if dst_mac == self.site.router_mac => {
                 // The Internet egress (P4) is not served yet.
@@ -492,9 +522,17 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
     /// An IPv4 packet from the LAN to the router MAC for VN host `dst`: tunnelled to `dst`'s owner when
     /// `src` is an address this node holds and the route is known; otherwise dropped and counted (an
     /// unknown route starts a read, so a retransmission finds it).
-    fn tunnel(&mut self, now: Instant, src: Ipv4Address, dst: Ipv4Address, packet: &[u8]) {
+    fn tunnel(
+        &mut self,
+        now: Instant,
+        src_mac: EthernetAddress,
+        src: Ipv4Address,
+        dst: Ipv4Address,
+        packet: &[u8],
+    ) {
         let Some(o) = self.overlay.as_mut() else { return };
-        if !o.holds_ip(now, src) {
+        let is_static = self.site.params.static_range.is_some_and(|r| r.contains(src));
+        if !o.holds_ip(now, src) || (is_static && !o.static_allows(now, src, src_mac)) {
             self.stats.overlay_src_not_owned += 1;
             return;
         }

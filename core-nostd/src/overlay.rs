@@ -61,6 +61,7 @@ use crate::dns::{HostAnswer, HostLookup};
 use crate::id::NodeId;
 use crate::peers::{Auth, Peers, PeersConfig, Received};
 use crate::queue::{Cx, Dest};
+use crate::statics::{Expired, Statics};
 use crate::wire::control::{ControlRepr, Hello, MemberInfo, Roles, MAX_MEMBERS};
 
 mod admin;
@@ -248,6 +249,8 @@ enum Purpose {
     Admin(u32),
     /// A Create of a reserved address.
     Reserve(Ipv4Address),
+    /// A Create of a confirmed static address.
+    Static(Ipv4Address),
 }
 
 /// A hostname label, lowercase.
@@ -322,6 +325,7 @@ pub struct Overlay {
     host_done: Vec<(HostLabel, HostAnswer), HOST_DONE>,
     bcast: Bcast,
     admin: admin::Admin,
+    statics: Statics,
 }
 
 impl Overlay {
@@ -371,6 +375,7 @@ impl Overlay {
             host_done: Vec::new(),
             bcast: Bcast::new(seed.rotate_left(17)),
             admin: admin::Admin::default(),
+            statics: Statics::default(),
         }
     }
 
@@ -927,6 +932,7 @@ impl Overlay {
             Purpose::Delete => {}
             Purpose::Admin(cmd) => self.admin_result(cmd, r.outcome),
             Purpose::Reserve(ip) => self.reserve_result(cx, ip, r.outcome),
+            Purpose::Static(ip) => self.static_result(cx, ip, r.outcome),
             Purpose::Name(key) => self.name_result(cx, key, r.outcome),
             Purpose::HostRead(label) => {
                 let answer = match r.outcome {
@@ -979,6 +985,11 @@ impl Overlay {
                     e.state = NameState::Waiting { lost, at: now + HOST_RETRY };
                 }
                 self.reserve_lost(now, &key);
+                let by = match ev {
+                    dht::DhtEvent::Yielded { by, .. } => Some(by.owner),
+                    dht::DhtEvent::LeaseLost { .. } => None,
+                };
+                self.static_lost(cx, &key, by);
             }
             let mut buf = [0u8; dht::MAX_MESSAGE];
             while let Some((to, n)) = self.dht.poll_message(now, &mut buf) {
@@ -1014,6 +1025,10 @@ impl Overlay {
         }
         self.peers.handle_timeout(cx);
         self.dht.handle_timeout(cx.now);
+        while let Some(Expired::Release(ip)) = self.statics.handle_timeout(cx.now, cx.stats) {
+            info!("overlay: static {} released after silence", ip);
+            self.release_ip(cx, ip);
+        }
         self.pump_with(cx, site);
     }
 
@@ -1044,6 +1059,7 @@ impl Overlay {
             names,
             bcast,
             self.reserve_poll_at(),
+            self.statics.poll_at(),
         ]
         .into_iter()
         .flatten()
@@ -1147,6 +1163,112 @@ impl HostLookup for Overlay {
             }
             Err(_) => false,
         }
+    }
+}
+
+/// Static addresses (DESIGN.md "static claims"; see [`crate::statics`]).
+impl Overlay {
+    /// A frame from `(ip, mac)`, `ip` in the static range: `true` when the node must send the check
+    /// ARP now. `bound` says whether DHCP has bound `ip` here (asked only for a new address).
+    pub fn static_seen(
+        &mut self,
+        cx: &mut Cx<'_>,
+        ip: Ipv4Address,
+        mac: smoltcp::wire::EthernetAddress,
+        bound: &dyn Fn(Ipv4Address) -> bool,
+    ) -> bool {
+        if !self.lan || !self.dht_started {
+            return false;
+        }
+        if !self.statics.tracks(ip) && (bound(ip) || self.pool.find(ip).is_some() || self.is_reserved(ip)) {
+            return false;
+        }
+        self.statics.seen(cx.now, cx.stats, ip, mac)
+    }
+
+    /// A reply to the router's check from `(ip, mac)`: claims `ip` when it confirms a running check.
+    pub fn static_confirmed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        ip: Ipv4Address,
+        mac: smoltcp::wire::EthernetAddress,
+    ) {
+        if !self.statics.confirmed(cx.now, ip, mac) {
+            return;
+        }
+        debug!("overlay: static {} confirmed at {}", ip, mac);
+        self.static_claim(cx, ip, 0);
+    }
+
+    fn static_claim(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address, after: u64) {
+        let key = self.ip_key(ip);
+        let mut c = [0u8; 19];
+        let n = self.contact(&mut c);
+        let op = if self.ops.is_full() {
+            None
+        } else {
+            self.dht.create(cx.now, key, Kind::Ip, &c[..n], IP_TTL, after).ok()
+        };
+        match op {
+            Some(op) => {
+                let _ = self.ops.push((op, Purpose::Static(ip)));
+            }
+            None => {
+                cx.stats.static_claims_failed += 1;
+                self.statics.failed(ip);
+            }
+        }
+    }
+
+    fn static_result(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address, outcome: Result<Outcome, OpError>) {
+        match outcome {
+            Ok(Outcome::Created { .. }) => {
+                info!("overlay: static {} claimed", ip);
+                self.statics.held(ip);
+            }
+            Err(OpError::Conflict(s)) if s.owner == self.me => self.static_claim(cx, ip, s.gen),
+            Err(OpError::Conflict(s)) => {
+                self.set_route(cx.now, ip, Some(s.owner), None);
+                if let Some(mac) = self.statics.refused(cx.now, ip) {
+                    warn!("overlay: static {} at {} is held by {}", ip, mac, s.owner);
+                    cx.stats.static_conflicts += 1;
+                    cx.event(crate::event::Event::StaticConflict { ip, mac, owner: Some(s.owner) });
+                }
+            }
+            _ => {
+                cx.stats.static_claims_failed += 1;
+                self.statics.failed(ip);
+            }
+        }
+    }
+
+    fn static_lost(&mut self, cx: &mut Cx<'_>, key: &Key, by: Option<NodeId>) {
+        let Some(ip) = self.statics.held_ips().find(|ip| self.ip_key(*ip) == *key) else { return };
+        if let Some(mac) = self.statics.refused(cx.now, ip) {
+            warn!("overlay: lost our static claim on {}", ip);
+            cx.stats.static_conflicts += 1;
+            cx.event(crate::event::Event::StaticConflict { ip, mac, owner: by });
+        }
+    }
+
+    /// Deletes our `ip:` record of `ip` (a static host went silent).
+    fn release_ip(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
+        let key = self.ip_key(ip);
+        if let Some(gen) = self.dht.claim_gen(&key) {
+            if let Ok(op) = self.dht.delete(cx.now, key, Kind::Ip, gen) {
+                let _ = self.ops.push((op, Purpose::Delete));
+            }
+        }
+    }
+
+    /// Whether frames from static address `ip` at `mac` may be tunnelled: held here for that MAC.
+    pub fn static_allows(&self, now: Instant, ip: Ipv4Address, mac: smoltcp::wire::EthernetAddress) -> bool {
+        self.statics.allows(ip, mac) && self.holds_ip(now, ip)
+    }
+
+    /// The static-address table.
+    pub fn statics(&self) -> &Statics {
+        &self.statics
     }
 }
 

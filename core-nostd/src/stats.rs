@@ -89,11 +89,27 @@ pub struct Stats {
     pub bcast_fanout_capped: u64,
     /// Broadcasts dropped because no other member is known.
     pub bcast_no_members: u64,
+    /// Unicast ARP checks sent for an address of the static range seen on the LAN.
+    pub static_checks: u64,
+    /// Static addresses not checked: their MAC already has [`crate::statics::PER_MAC`].
+    pub static_capped: u64,
+    /// Static addresses not checked: their MAC's check bucket was empty (or no bucket was free).
+    pub static_rate_limited: u64,
+    /// Static addresses not checked: the table ([`crate::statics::STATICS`]) was full.
+    pub static_table_full: u64,
+    /// Checks of a static address that no reply from the same MAC confirmed in time.
+    pub static_unconfirmed: u64,
+    /// Static claims held by another node (refused or lost later): [`crate::Event::StaticConflict`].
+    pub static_conflicts: u64,
+    /// Static claims that failed otherwise (no quorum in time); the next frame checks again.
+    pub static_claims_failed: u64,
+    /// Static claims released because their host was silent for [`crate::statics::STATIC_IDLE`].
+    pub static_released: u64,
 }
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 42] {
+    pub fn fields(&self) -> [(&'static str, u64); 50] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -137,6 +153,14 @@ impl Stats {
             ("bcast_duplicates", self.bcast_duplicates),
             ("bcast_fanout_capped", self.bcast_fanout_capped),
             ("bcast_no_members", self.bcast_no_members),
+            ("static_checks", self.static_checks),
+            ("static_capped", self.static_capped),
+            ("static_rate_limited", self.static_rate_limited),
+            ("static_table_full", self.static_table_full),
+            ("static_unconfirmed", self.static_unconfirmed),
+            ("static_conflicts", self.static_conflicts),
+            ("static_claims_failed", self.static_claims_failed),
+            ("static_released", self.static_released),
         ]
     }
 }

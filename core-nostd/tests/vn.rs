@@ -15,8 +15,8 @@ use vn_core::queue::FRAME_CAP;
 use vn_core::rand::Rng;
 use vn_core::wire::{dns, emit_arp_frame, parse_udp, UdpFrame};
 use vn_core::{
-    Duration, EthernetAddress, Instant, Ipv4Address, Ipv4Cidr, NamespaceParams, Node, NodeId, OverlayConfig,
-    Site, Transmit,
+    Duration, EthernetAddress, Event, Instant, Ipv4Address, Ipv4Cidr, NamespaceParams, Node, NodeId,
+    OverlayConfig, Site, Transmit,
 };
 
 type VnNode = Node<64, 256, 32, 64, 64>;
@@ -35,6 +35,8 @@ struct Net {
     seq: u64,
     /// Frames each node sent to its LAN.
     lan_out: Vec<Vec<Vec<u8>>>,
+    /// Events each node reported.
+    events: Vec<Vec<Event>>,
 }
 
 fn site() -> Site {
@@ -50,6 +52,11 @@ fn addr(i: usize) -> SocketAddr {
 impl Net {
     /// Nodes 0 and 1 are routers with a LAN; 2, 3, 4 are storage-only. All five store.
     fn new(seed: u64, loss_permille: u32) -> Net {
+        Net::with_site(seed, loss_permille, site)
+    }
+
+    /// [`Net::new`] with every node serving the namespace `site` returns.
+    fn with_site(seed: u64, loss_permille: u32, site: fn() -> Site) -> Net {
         let mut nodes = Vec::new();
         let mut addrs = Vec::new();
         for i in 0..5 {
@@ -78,6 +85,7 @@ impl Net {
             wire: BTreeMap::new(),
             seq: 0,
             lan_out: vec![Vec::new(); 5],
+            events: vec![Vec::new(); 5],
         }
     }
 
@@ -102,7 +110,9 @@ impl Net {
                 _ => {}
             }
         }
-        while self.nodes[i].poll_event().is_some() {}
+        while let Some(ev) = self.nodes[i].poll_event() {
+            self.events[i].push(ev);
+        }
     }
 
     fn step(&mut self) {
@@ -892,4 +902,133 @@ fn reservations(seed: u64) {
         net.nodes[0].command(net.now, bad(Ipv4Address::new(10, 9, 0, 9))),
         Err(CommandError::NotInSubnet)
     );
+}
+
+/// The namespace of [`site`] with a static range (10.250.200.0/24) carved out of the pool's end.
+fn static_site() -> Site {
+    let mut params =
+        NamespaceParams::new([9; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16)).unwrap();
+    params.pool.last = Ipv4Address::new(10, 250, 199, 255);
+    params.static_range = Some(vn_core::config::AddrRange::new(
+        Ipv4Address::new(10, 250, 200, 0),
+        Ipv4Address::new(10, 250, 200, 255),
+    ));
+    Site::new(params).unwrap()
+}
+
+/// The router's check of `ip` in a LAN frame (a non-probe ARP request for `ip`): (frame dst, sender ip).
+fn arp_check_for(frame: &[u8], ip: Ipv4Address) -> Option<(EthernetAddress, Ipv4Address)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    match ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()? {
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } if target_protocol_addr == ip && !source_protocol_addr.is_unspecified() => {
+            Some((eth.dst_addr(), source_protocol_addr))
+        }
+        _ => None,
+    }
+}
+
+/// A host's ARP reply to the router's check.
+fn arp_answer(
+    mac: EthernetAddress,
+    ip: Ipv4Address,
+    router_mac: EthernetAddress,
+    to: Ipv4Address,
+) -> Vec<u8> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: router_mac,
+        target_protocol_addr: to,
+    };
+    let mut buf = [0u8; 64];
+    let n = emit_arp_frame(&mut buf, mac, router_mac, &repr).unwrap();
+    buf[..n].to_vec()
+}
+
+/// A statically configured host at site `i` announces `ip` (gratuitous ARP); when `answer`, it
+/// answers the router's check. Returns whether a check came, unicast to `mac`.
+fn static_host(net: &mut Net, i: usize, mac: EthernetAddress, ip: Ipv4Address, answer: bool) -> bool {
+    net.lan(i, &arp_request(mac, ip, ip));
+    let Some(check) = net.run_until_lan(i, Duration::from_secs(1), |f| arp_check_for(f, ip).is_some()) else {
+        return false;
+    };
+    let (dst, from) = arp_check_for(&check, ip).unwrap();
+    assert_eq!(dst, mac, "the check is unicast to the host");
+    if answer {
+        let router_mac = net.nodes[i].site().router_mac;
+        net.lan(i, &arp_answer(mac, ip, router_mac, from));
+    }
+    true
+}
+
+#[test]
+fn static_addresses_are_claimed_after_an_arp_round_trip() {
+    for seed in [0x5eed, 7] {
+        big_stack(move || statics(seed));
+    }
+}
+
+fn statics(seed: u64) {
+    let mut net = Net::with_site(seed, 20, static_site);
+    net.run(Duration::from_secs(15));
+    let router_mac = net.nodes[0].site().router_mac;
+    let s_ip = Ipv4Address::new(10, 250, 200, 7);
+
+    // A host at A configured with a static address: checked, then claimed once it answered.
+    assert!(static_host(&mut net, 0, MAC_A, s_ip, true));
+    net.run(Duration::from_secs(2));
+    assert!(net.nodes[0].overlay().unwrap().holds_ip(net.now, s_ip), "A claimed the static address");
+    assert!(!net.nodes[0].allocator().owns(s_ip), "a static claim is not DHCP's to offer");
+
+    // B's DHCP host finds it: ARP answered with the router MAC, an echo crosses and comes back.
+    let ip_b = dora(&mut net, 1, MAC_B);
+    net.lan(1, &arp_request(MAC_B, ip_b, s_ip));
+    let reply = net.run_until_lan(1, Duration::from_secs(3), |f| arp_reply_for(f, s_ip).is_some());
+    assert_eq!(reply.and_then(|f| arp_reply_for(&f, s_ip)), Some(router_mac));
+    net.lan(1, &icmp_frame(MAC_B, router_mac, ip_b, s_ip, true, 1));
+    let there = net.run_until_lan(0, Duration::from_secs(2), |f| echo_of(f, true).is_some());
+    assert_eq!(echo_of(&there.expect("echo at A"), true).unwrap(), (MAC_A, router_mac, ip_b, s_ip, 1));
+    net.lan(0, &icmp_frame(MAC_A, router_mac, s_ip, ip_b, false, 1));
+    let back = net.run_until_lan(1, Duration::from_secs(2), |f| echo_of(f, false).is_some());
+    assert_eq!(echo_of(&back.expect("reply at B"), false).unwrap(), (MAC_B, router_mac, s_ip, ip_b, 1));
+
+    // A host at B configured with the same address: checked, answered, refused by the DHT.
+    let mac_c = EthernetAddress([0x02, 0xcc, 0, 0, 0, 7]);
+    assert!(static_host(&mut net, 1, mac_c, s_ip, true));
+    net.run(Duration::from_secs(2));
+    let conflict = net.events[1].iter().find(|e| matches!(e, Event::StaticConflict { .. })).cloned();
+    let owner = net.nodes[0].overlay().unwrap().id();
+    assert_eq!(conflict, Some(Event::StaticConflict { ip: s_ip, mac: mac_c, owner: Some(owner) }));
+    assert!(conflict.unwrap().to_string().starts_with("StaticConflict "));
+    assert!(!net.nodes[1].overlay().unwrap().holds_ip(net.now, s_ip));
+    assert!(net.nodes[0].overlay().unwrap().holds_ip(net.now, s_ip), "A keeps it");
+    let before = net.nodes[1].stats().overlay_src_not_owned;
+    net.lan(1, &icmp_frame(mac_c, router_mac, s_ip, ip_b, true, 2));
+    assert_eq!(
+        net.nodes[1].stats().overlay_src_not_owned,
+        before + 1,
+        "the conflicting host is not tunnelled"
+    );
+
+    // A host at A that never answers the check is never claimed, nor tunnelled.
+    let silent = Ipv4Address::new(10, 250, 200, 9);
+    let mac_d = EthernetAddress([0x02, 0xdd, 0, 0, 0, 9]);
+    assert!(static_host(&mut net, 0, mac_d, silent, false));
+    net.run(Duration::from_secs(3));
+    assert!(!net.nodes[0].overlay().unwrap().holds_ip(net.now, silent));
+    assert!(net.nodes[0].stats().static_unconfirmed >= 1);
+    let before = net.nodes[0].stats().overlay_src_not_owned;
+    net.lan(0, &icmp_frame(mac_d, router_mac, silent, ip_b, true, 3));
+    assert_eq!(net.nodes[0].stats().overlay_src_not_owned, before + 1);
+    net.run(Duration::from_secs(3));
+    assert!(!net.nodes[0].overlay().unwrap().holds_ip(net.now, silent), "a frame re-checks, never claims");
 }
