@@ -486,7 +486,10 @@ async fn flush(
     while let Some(ev) = node.poll_event() {
         match ev {
             Event::BindingsChanged => persist.dirty = true,
-            Event::PoolExhausted | Event::ServiceConflict { .. } | Event::AddressInUse { .. } => {
+            Event::PoolExhausted
+            | Event::ServiceConflict { .. }
+            | Event::AddressInUse { .. }
+            | Event::StaticConflict { .. } => {
                 warn!("event {ev}")
             }
             _ => info!("event {ev}"),
