@@ -347,6 +347,18 @@ impl<const PENDING: usize> DnsServer<PENDING> {
         Local::Exists(v)
     }
 
+    /// The apex of one of our zones (the VN domain or its reverse zone): its SOA and NS, as asked.
+    fn apex(site: &Site, want: &dyn Fn(Type) -> bool) -> Local {
+        let mut v = Vec::new();
+        if want(Type::Soa) {
+            let _ = v.push(RData::Soa(Self::soa_data(site)));
+        }
+        if want(Type::Ns) {
+            let _ = v.push(RData::Ns(Self::under_domain(site, NS_LABEL)));
+        }
+        Local::Exists(v)
+    }
+
     /// Answer `q` from the local zones. Returns the zone apex too (the SOA owner).
     fn lookup(site: &Site, names: &dyn NameTable, q: &Question) -> (Local, Option<Name>) {
         let want = |t: Type| q.qtype == t || q.qtype == Type::Any;
@@ -358,16 +370,7 @@ impl<const PENDING: usize> DnsServer<PENDING> {
         let domain = Self::domain(site);
         if q.name.prefix_labels_of(&domain).is_some() {
             let local = match labels_under(&q.name, &domain).as_deref() {
-                Some([]) => {
-                    let mut v = Vec::new();
-                    if want(Type::Soa) {
-                        let _ = v.push(RData::Soa(Self::soa_data(site)));
-                    }
-                    if want(Type::Ns) {
-                        let _ = v.push(RData::Ns(Self::under_domain(site, NS_LABEL)));
-                    }
-                    Local::Exists(v)
-                }
+                Some([]) => Self::apex(site, &want),
                 Some([label]) => {
                     let mut lower: String<MAX_HOSTNAME> = String::new();
                     let ip = if label.eq_ignore_ascii_case(NS_LABEL) {
@@ -422,14 +425,7 @@ impl<const PENDING: usize> DnsServer<PENDING> {
             if u32::from(ip) & mask != net & mask {
                 Local::NxDomain
             } else if labels.is_empty() {
-                let mut v = Vec::new();
-                if want(Type::Soa) {
-                    let _ = v.push(RData::Soa(Self::soa_data(site)));
-                }
-                if want(Type::Ns) {
-                    let _ = v.push(RData::Ns(Self::under_domain(site, NS_LABEL)));
-                }
-                Local::Exists(v)
+                Self::apex(site, &want)
             } else {
                 Local::Exists(Vec::new())
             }
