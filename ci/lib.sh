@@ -213,6 +213,15 @@ vt_wait_for() {
     done
 }
 
+# vt_usable_lease IP: IP is a host address of the test VN 10.250.0.0/16 (not the network, .1, .2 or broadcast).
+vt_usable_lease() {
+    [[ "$1" =~ ^10\.250\.[0-9]+\.[0-9]+$ ]] && [ "$1" != 10.250.0.0 ] && [ "$1" != 10.250.0.1 ] &&
+        [ "$1" != 10.250.0.2 ] && [ "$1" != 10.250.255.255 ]
+}
+
+# vt_has_addr HOST ADDR/PREFIX: the host has that address on its eth0.
+vt_has_addr() { vt_host_exec "$1" ip -4 addr show dev eth0 | grep -q "inet $2 "; }
+
 # ---- the vngate daemon -----------------------------------------------------------------------------------
 
 # vt_build: the binaries this test needs (vngate, dhcp-probe), debug profile unless VT_PROFILE=release (the same

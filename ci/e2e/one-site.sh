@@ -58,8 +58,7 @@ step_leases() {
         c=${VT_CLIENT[$h]}
         ip=$(vt_lease "$h" "$c" ip)
         IP[$h]=$ip
-        if [[ "$ip" =~ ^10\.250\.[0-9]+\.[0-9]+$ ]] && [ "$ip" != 10.250.0.1 ] && [ "$ip" != 10.250.0.2 ] &&
-            [ "$ip" != 10.250.0.0 ] && [ "$ip" != 10.250.255.255 ]; then
+        if vt_usable_lease "$ip"; then
             vt_pass "$c on ${VT_HOSTNAME[$h]} got a lease in the subnet ($ip)"
         else
             vt_fail "$c on ${VT_HOSTNAME[$h]} got no usable lease (ip '$ip')"
@@ -71,7 +70,7 @@ step_leases() {
         vt_expect "$c lease: DNS server" "$(vt_lease "$h" "$c" dns)" "$DNS"
         vt_expect "$c lease: option 26 (interface MTU)" "$(vt_lease "$h" "$c" mtu)" 1380
         vt_expect "$c lease: domain" "$(vt_lease "$h" "$c" domain)" "$VT_DOMAIN"
-        vt_check "$c configured $ip/16 on eth0" has_addr "$h" "$ip/16"
+        vt_check "$c configured $ip/16 on eth0" vt_has_addr "$h" "$ip/16"
         vt_check "$c wrote nameserver $DNS into the host's own resolv.conf" \
             grep -q "^nameserver $DNS" "$(vt_host_dir "$h")/resolv.conf"
     done
@@ -79,8 +78,6 @@ step_leases() {
     uniq=$(printf '%s\n' "${all[@]}" | sort -u | wc -l)
     vt_expect "three different addresses" "$uniq" 3
 }
-
-has_addr() { vt_host_exec "$1" ip -4 addr show dev eth0 | grep -q "inet $2 "; }
 
 # ---- DNS ---------------------------------------------------------------------------------------------------
 step_dns() {
@@ -280,7 +277,7 @@ dhclient_renew() {
         for i in $(seq 50); do kill -0 "$p" 2>/dev/null || exit 0; sleep 0.1; done; exit 1'
     vt_start_dhclient "$1" "${VT_HOSTNAME[$1]}"
 }
-dhclient_renewed() { has_addr "$1" "${IP[$1]}/16"; }
+dhclient_renewed() { vt_has_addr "$1" "${IP[$1]}/16"; }
 dhcpcd_renew() { vt_host_exec "$1" timeout 10 dhcpcd -4 -n eth0 >>"$(vt_host_dir "$1")/dhcpcd.log" 2>&1; }
 dhcpcd_renewed() { [ "$(cap_peek "$1")" -ge 1 ]; }
 

@@ -172,8 +172,7 @@ step_leases() {
         c=${VT_CLIENT[$h]}
         ip=$(vt_lease "$h" "$c" ip)
         IP[$h]=$ip
-        if [[ "$ip" =~ ^10\.250\.[0-9]+\.[0-9]+$ ]] && [ "$ip" != 10.250.0.1 ] && [ "$ip" != 10.250.0.2 ] &&
-            [ "$ip" != 10.250.0.0 ] && [ "$ip" != 10.250.255.255 ]; then
+        if vt_usable_lease "$ip"; then
             vt_pass "$c on ${VT_HOSTNAME[$h]} (site ${VT_SITE[$h]}) got a lease in the subnet ($ip)"
         else
             vt_fail "$c on ${VT_HOSTNAME[$h]} got no usable lease (ip '$ip')"
@@ -183,7 +182,7 @@ step_leases() {
         fi
         all+=("$ip")
         vt_expect "$c on ${VT_HOSTNAME[$h]}: DNS server" "$(vt_lease "$h" "$c" dns)" "$DNS"
-        vt_check "$c on ${VT_HOSTNAME[$h]} configured $ip/16 on eth0" has_addr "$h" "$ip/16"
+        vt_check "$c on ${VT_HOSTNAME[$h]} configured $ip/16 on eth0" vt_has_addr "$h" "$ip/16"
     done
     local uniq
     uniq=$(printf '%s\n' "${all[@]}" | sort -u | wc -l)
@@ -196,8 +195,6 @@ step_leases() {
         vt_skip "four different addresses across both sites (no overlay: $uniq distinct)"
     fi
 }
-
-has_addr() { vt_host_exec "$1" ip -4 addr show dev eth0 | grep -q "inet $2 "; }
 
 # no_router_option HOST: the lease udhcpc bound on HOST has an address and no router option.
 no_router_option() {
