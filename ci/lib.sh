@@ -597,6 +597,8 @@ vt_write_node_config() {
         echo ']'
         echo "storage = $storage"
         echo "founding = $founding"
+        # VT_PRECLAIM: free addresses a router keeps claimed ahead of DHCP (benchmarks; default: the daemon's).
+        if [ -n "$tap" ] && [ -n "${VT_PRECLAIM:-}" ]; then echo "preclaim = $VT_PRECLAIM"; fi
         echo
         echo '[daemon]'
         [ -n "$tap" ] && echo "tap = \"$tap\""

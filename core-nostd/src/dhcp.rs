@@ -71,6 +71,12 @@ pub trait Allocator {
     fn candidates(&self) -> u32;
     /// The `i`th candidate (`i < candidates()`).
     fn candidate(&self, i: u32) -> Option<Ipv4Address>;
+    /// A DISCOVER found no address to offer: an allocator that claims on demand starts a claim and
+    /// says true (the client's retransmission gets the OFFER; the pool is not exhausted). The local
+    /// pool has nothing to claim.
+    fn short(&mut self) -> bool {
+        false
+    }
     /// Pick an address for a client whose key hashes to `hash`: the candidate at the hash if
     /// `is_free` says so, else the next free one after it (a hashed start, never lowest-first, or every
     /// site would race for the same address). Tries at most `limit` candidates.
@@ -643,7 +649,9 @@ impl<const LEASES: usize> DhcpServer<LEASES> {
             (None, _) => None,
         };
         let Some(slot) = slot else {
-            self.note_exhausted(cx);
+            if !alloc.short() {
+                self.note_exhausted(cx);
+            }
             return;
         };
         if relayed {

@@ -115,6 +115,14 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         self.overlay.as_ref()
     }
 
+    /// Sets how many free addresses the overlay keeps claimed ahead of DHCP
+    /// ([`Overlay::set_preclaim`]); no-op without an overlay.
+    pub fn set_preclaim(&mut self, n: usize) {
+        if let Some(o) = self.overlay.as_mut() {
+            o.set_preclaim(n);
+        }
+    }
+
     /// Opts in to multicast groups carried to the other sites (none by default; e.g.
     /// [`crate::bcast::MDNS`]). Returns false without an overlay or when some beyond
     /// [`crate::bcast::GROUPS`] were left out.

@@ -39,8 +39,9 @@
 //!   counts as lost here and is retried every [`HOST_RETRY`] until that lease's record ends.
 //!   Admin reads and reserved addresses: see [`admin`]. Reads for DNS ([`Overlay`]'s
 //!   [`crate::dns::HostLookup`]) share one DHT read per name in flight; their outcomes are handed out by
-//!   [`Overlay::take_host_done`]. A `host:` record is not bound to its owner's `node:` record: a dead
-//!   router's names lapse after [`HOST_TTL`].
+//!   [`Overlay::take_host_done`]. A `host:` record, like an `ip:` record, is live only while its
+//!   owner's `node:` record is ([`crate::dht::Kind::node_bound`]): a dead router's names can be taken
+//!   by another site about 30 s after its death (on that site's next retry), not after [`HOST_TTL`].
 //! - **Data**: a frame from the LAN to the router MAC for a remote VN address is tunnelled to the
 //!   owner's endpoint only when its source is an address this node holds; a frame from the overlay is
 //!   delivered only when its source belongs to the sending node and its destination is held here and
@@ -183,6 +184,11 @@ struct PoolEntry {
 #[derive(Default)]
 pub struct DhtPool {
     entries: Vec<PoolEntry, CLAIMS>,
+    /// DISCOVERs that found no free held address since the last refill (capped at
+    /// [`CLAIMS_IN_FLIGHT`]): claims to start on demand.
+    wanted: u8,
+    /// Nothing is claimed ahead ([`Overlay::set_preclaim`] 0): a miss is a claim, not exhaustion.
+    on_demand: bool,
 }
 
 impl DhtPool {
@@ -224,6 +230,13 @@ impl Allocator for DhtPool {
     }
     fn candidate(&self, i: u32) -> Option<Ipv4Address> {
         self.entries.get(i as usize).filter(|e| e.held).map(|e| e.ip)
+    }
+    fn short(&mut self) -> bool {
+        if self.entries.is_full() {
+            return false;
+        }
+        self.wanted = self.wanted.saturating_add(1).min(CLAIMS_IN_FLIGHT as u8);
+        self.on_demand
     }
 }
 
@@ -318,6 +331,8 @@ pub struct Overlay {
     ops: Vec<(OpId, Purpose), OPS>,
     routes: Vec<Route, ROUTES>,
     pool: DhtPool,
+    /// Free addresses kept claimed ahead of DHCP ([`Overlay::set_preclaim`]).
+    preclaim: usize,
     counter: u64,
     hello_bucket: TokenBucket,
     route_done: Vec<RouteDone, 8>,
@@ -368,6 +383,7 @@ impl Overlay {
             ops: Vec::new(),
             routes: Vec::new(),
             pool: DhtPool::default(),
+            preclaim: POOL_FREE,
             counter: 0,
             hello_bucket: TokenBucket::new(Instant::ZERO, 8, Duration::from_millis(500)),
             route_done: Vec::new(),
@@ -606,6 +622,15 @@ impl Overlay {
         self.counter
     }
 
+    /// How many free addresses to keep claimed ahead of DHCP (default [`POOL_FREE`], at most
+    /// [`CLAIMS`]). With 0 nothing is claimed ahead: a DISCOVER that finds no free address is not
+    /// answered and starts a claim, so the client's retransmission gets the OFFER (the benchmark's
+    /// "without a pre-claimed address").
+    pub fn set_preclaim(&mut self, n: usize) {
+        self.preclaim = n.min(CLAIMS);
+        self.pool.on_demand = n == 0;
+    }
+
     /// A DHCP lease was granted on `ip`.
     pub fn lease_granted(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
         if self.is_reserved(ip) {
@@ -621,7 +646,7 @@ impl Overlay {
     pub fn lease_ended(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
         let Some(i) = self.pool.find(ip) else { return };
         self.pool.entries[i].bound = false;
-        if self.pool.free_count() > POOL_FREE {
+        if self.pool.free_count() > self.preclaim {
             let e = self.pool.entries.swap_remove(i);
             if let Some(gen) = self.dht.claim_gen(&e.key) {
                 if let Ok(op) = self.dht.delete(cx.now, e.key, Kind::Ip, gen) {
@@ -795,7 +820,9 @@ impl Overlay {
         if n == 0 {
             return;
         }
-        while self.pool.free_count() < POOL_FREE
+        let want = self.preclaim.max(usize::from(self.pool.wanted));
+        self.pool.wanted = 0;
+        while self.pool.free_count() < want
             && self.pool.claiming() < CLAIMS_IN_FLIGHT
             && !self.pool.entries.is_full()
             && !self.ops.is_full()

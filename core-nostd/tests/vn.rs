@@ -459,6 +459,33 @@ fn two_sites(seed: u64) {
 }
 
 #[test]
+fn without_preclaimed_addresses_a_discover_starts_a_claim_and_its_retransmission_gets_the_offer() {
+    big_stack(|| {
+        let mut net = Net::new(11, 0);
+        net.nodes[1].set_preclaim(0);
+        net.run(Duration::from_secs(15));
+        assert!(
+            net.nodes[0].overlay().unwrap().pool().free_held() >= 2,
+            "the default keeps addresses claimed"
+        );
+        assert_eq!(net.nodes[1].overlay().unwrap().pool().free_held(), 0, "nothing claimed ahead");
+
+        let mac = EthernetAddress([2, 0, 0, 0xbb, 0, 9]);
+        net.lan(1, &dhcp_frame(mac, DhcpMessageType::Discover, None, None));
+        let offer = net.run_until_lan(1, Duration::from_secs(2), |f| dhcp_reply(f, mac).is_some());
+        assert!(offer.is_none(), "no OFFER before the DHT claim");
+        assert!(
+            !net.events[1].iter().any(|e| matches!(e, Event::PoolExhausted)),
+            "a miss without pre-claimed addresses is not exhaustion"
+        );
+        assert_eq!(net.nodes[1].overlay().unwrap().pool().free_held(), 1, "the miss claimed one address");
+        // The client retransmits: now the OFFER comes, and the lease completes.
+        let ip = dora(&mut net, 1, mac);
+        assert!(net.nodes[1].overlay().unwrap().holds_ip(net.now, ip));
+    });
+}
+
+#[test]
 fn a_hello_of_another_namespace_is_dropped_and_counted() {
     big_stack(other_namespace);
 }
@@ -628,6 +655,32 @@ fn hostnames(seed: u64) {
         resolve(&mut net, 0, MAC_A, ip_a, 9, "alpha.demo.home.arpa"),
         (dns::Rcode::NoError, vec![ip_a])
     );
+}
+
+#[test]
+fn a_dead_routers_hostnames_free_up_with_its_node_record() {
+    big_stack(|| {
+        let mut net = Net::new(0x5eed, 0);
+        net.run(Duration::from_secs(15));
+        let ip_a = dora_named(&mut net, 0, MAC_A, Some("alpha"));
+        let mac_c = EthernetAddress([0x02, 0xbb, 0, 0, 0, 2]);
+        let ip_c = dora_named(&mut net, 1, mac_c, Some("alpha"));
+        net.run(Duration::from_secs(2));
+        assert!(!net.nodes[1].overlay().unwrap().holds_name(net.now, "alpha"), "A registered alpha first");
+        assert_eq!(
+            resolve(&mut net, 1, mac_c, ip_c, 1, "alpha.demo.home.arpa"),
+            (dns::Rcode::NoError, vec![ip_a])
+        );
+        // Router A dies without notice. Its `host:alpha` has a 120 s TTL, but it counts as live only
+        // while A's node record (30 s) does: B's retry (every 30 s) takes the name well before 120 s.
+        net.alive[0] = false;
+        net.run(Duration::from_secs(75));
+        assert!(net.nodes[1].overlay().unwrap().holds_name(net.now, "alpha"), "B took over the name");
+        assert_eq!(
+            resolve(&mut net, 1, mac_c, ip_c, 2, "alpha.demo.home.arpa"),
+            (dns::Rcode::NoError, vec![ip_c])
+        );
+    });
 }
 
 /// Sets ciaddr of a DHCP message inside an Ethernet/IPv4/UDP frame (RELEASE carries the address

@@ -59,9 +59,10 @@ impl From<Kind> for u8 {
 
 impl Kind {
     /// Whether a record of this kind counts as live only while its owner's `node:` record is
-    /// (DESIGN.md: an owner's `ip:` records). Only `ip:` for now.
+    /// (DESIGN.md: an owner's `ip:` records): `ip:`, and the `host:` and `mac:` records a router
+    /// keeps for its hosts, so a dead router's names free up with its addresses (about 30 s).
     pub fn node_bound(self) -> bool {
-        self == Kind::Ip
+        matches!(self, Kind::Ip | Kind::Host | Kind::Mac)
     }
 }
 
@@ -142,6 +143,7 @@ mod tests {
         for b in 0..=255u8 {
             assert_eq!(u8::from(Kind::from(b)), b);
         }
-        assert!(Kind::Ip.node_bound() && !Kind::Node.node_bound() && !Kind::Host.node_bound());
+        assert!(Kind::Ip.node_bound() && Kind::Host.node_bound() && !Kind::Node.node_bound());
+        assert!(!Kind::Bcast.node_bound() && !Kind::Revoked.node_bound());
     }
 }

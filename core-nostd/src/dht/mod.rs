@@ -46,8 +46,8 @@
 //! simulator checks: a node whose claim reached `W` accepts and whose lease has not lapsed.
 //!
 //! # Owner liveness
-//! Each node keeps one `node:<id>` record (TTL 30 s, renewed every 10 s). An `ip:` record counts
-//! as live only while its owner's node record is. Replicas of an `ip:` key learn it by asking: when a
+//! Each node keeps one `node:<id>` record (TTL 30 s, renewed every 10 s). An `ip:` record (and a
+//! `host:` or `mac:` record: [`Kind::node_bound`]) counts as live only while its owner's node record is. Replicas of an `ip:` key learn it by asking: when a
 //! write meets a live `ip:` record of another owner, the replica parks the write and reads
 //! `node:<owner>` at a read quorum; if no reply holds a live record of that owner, the blocking
 //! record is dropped (as if expired) and the write is re-applied, unless the key changed meanwhile

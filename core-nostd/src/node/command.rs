@@ -223,7 +223,7 @@ impl Admin {
 
 /// DHCP's allocator with the reservations applied for one client (module doc).
 pub(super) struct Reserved<'a> {
-    inner: &'a dyn Allocator,
+    inner: &'a mut dyn Allocator,
     table: &'a [Entry],
     client: EthernetAddress,
 }
@@ -249,6 +249,9 @@ impl Allocator for Reserved<'_> {
     }
     fn candidate(&self, i: u32) -> Option<Ipv4Address> {
         self.inner.candidate(i)
+    }
+    fn short(&mut self) -> bool {
+        self.mine().is_none() && self.inner.short()
     }
     fn pick(
         &self,
@@ -423,7 +426,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
 /// Wraps `inner` with the reservations for DHCP client `client`.
 pub(super) fn with_reservations<'a>(
     admin: &'a Admin,
-    inner: &'a dyn Allocator,
+    inner: &'a mut dyn Allocator,
     client: EthernetAddress,
 ) -> Reserved<'a> {
     Reserved { inner, table: &admin.table, client }
@@ -505,22 +508,22 @@ mod tests {
     #[test]
     fn dhcp_sees_a_reserved_address_only_for_its_mac() {
         let ip = |d| Ipv4Address::new(10, 250, 1, d);
-        let pool = Pool(std::vec![ip(3), ip(4)]);
+        let mut pool = Pool(std::vec![ip(3), ip(4)]);
         let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
         let mut admin = Admin::default();
         let res = Reservation { ip: ip(4), pin: false, name: None, mac: Some(mac) };
         admin.table.push(Entry { res, held: true }).unwrap();
-        let other = with_reservations(&admin, &pool, EthernetAddress([2, 0, 0, 0, 0, 2]));
+        let other = with_reservations(&admin, &mut pool, EthernetAddress([2, 0, 0, 0, 0, 2]));
         assert!(!other.owns(ip(4)) && other.owns(ip(3)));
         for h in 0..4 {
             assert_eq!(other.pick(h, 8, &mut |_| true), Some(ip(3)));
         }
-        let mine = with_reservations(&admin, &pool, mac);
+        let mine = with_reservations(&admin, &mut pool, mac);
         assert!(mine.owns(ip(4)) && !mine.owns(ip(3)), "the reserved host gets exactly its address");
         assert_eq!(mine.pick(0, 8, &mut |_| true), Some(ip(4)));
         assert_eq!(mine.pick(0, 8, &mut |_| false), None);
         admin.table[0].held = false;
-        let mine = with_reservations(&admin, &pool, mac);
+        let mine = with_reservations(&admin, &mut pool, mac);
         assert_eq!(mine.pick(0, 8, &mut |_| true), None, "not ours yet: nothing offered");
     }
 }

@@ -41,7 +41,13 @@ pub struct Overlay {
     /// directory it votes at once (there is nothing to copy yet). Every other storage node, and
     /// every later start, copies its key range from the other replicas before it votes.
     pub founding: bool,
+    /// Free addresses kept claimed in the DHT ahead of DHCP (0 = claim when a DISCOVER comes: the
+    /// client's retransmission then gets the OFFER).
+    pub preclaim: usize,
 }
+
+/// Most free addresses `preclaim` may keep claimed.
+pub const MAX_PRECLAIM: usize = 32;
 
 /// Most bootstrap peers accepted (the core keeps 8).
 pub const MAX_PEERS: usize = 8;
@@ -85,6 +91,7 @@ struct RawOverlay {
     peers: Vec<Spanned<String>>,
     storage: Option<Spanned<bool>>,
     founding: Option<Spanned<bool>>,
+    preclaim: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -262,12 +269,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
                 return Err(err(at(&o.peers[MAX_PEERS]), format!("at most {MAX_PEERS} bootstrap `peers`")));
             }
             let peers = o.peers.iter().map(|p| sock(p, "peers")).collect::<Result<Vec<_>, _>>()?;
+            let preclaim = match &o.preclaim {
+                None => vn_core::overlay::POOL_FREE,
+                Some(p) => {
+                    usize::try_from(*p.get_ref()).ok().filter(|n| *n <= MAX_PRECLAIM).ok_or_else(|| {
+                        err(
+                            Some(p.span()),
+                            format!("`preclaim` must be 0..={MAX_PRECLAIM} (free addresses claimed ahead)"),
+                        )
+                    })?
+                }
+            };
             Some(Overlay {
                 listen,
                 advertise,
                 peers,
                 storage: o.storage.as_ref().is_none_or(|s| *s.get_ref()),
                 founding: o.founding.as_ref().is_some_and(|f| *f.get_ref()),
+                preclaim,
             })
         }
     };
@@ -378,6 +397,12 @@ state_dir = "/var/lib/vngate"
         let o = c.overlay.unwrap();
         assert_eq!(o.peers, vec!["10.99.0.11:4789".parse::<SocketAddr>().unwrap()]);
         assert!(o.storage, "the dht role is the default");
+        assert_eq!(o.preclaim, vn_core::overlay::POOL_FREE);
+        let c = with("[overlay]\nlisten = \"10.99.0.11:4789\"\npreclaim = 0\n", "").unwrap();
+        assert_eq!(c.overlay.unwrap().preclaim, 0);
+        let e = with("[overlay]\nlisten = \"10.99.0.11:4789\"\npreclaim = 99\n", "").unwrap_err();
+        assert_eq!(e.line, Some(14), "{e}");
+        assert!(e.message.contains("preclaim"), "{e}");
         // A standalone storage node: no tap.
         let c = with("[overlay]\nlisten = \"10.99.0.11:4789\"\n", "").unwrap();
         assert_eq!(c.tap, None);

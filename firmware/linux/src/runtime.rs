@@ -117,7 +117,9 @@ fn build_node(
         if o.storage { "storage" } else { "client" },
         if fresh { ", founding: votes at once" } else { ", copies before it votes" }
     );
-    Ok(Box::new(DaemonNode::with_overlay(site, seed, oc)))
+    let mut node = Box::new(DaemonNode::with_overlay(site, seed, oc));
+    node.set_preclaim(o.preclaim);
+    Ok(node)
 }
 
 /// The overlay's UDP socket, with buffers large enough for bursts of tunnelled frames.
