@@ -50,6 +50,7 @@ run() { # preclaim
     vt_overlay_settle 20 || vt_die "overlay did not settle"
     sleep 8 # node records, pre-claims
     lease_times "$LEASES" >"$VT_WORK/lease-$1.txt"
+    [ "${BENCH_KEEP_LOGS:-0}" = 1 ] && cp "$VT_WORK"/vngate-rb.log "/tmp/lease-wan-rb-$1.log"
     vt_remove_namespaces
     local p
     for p in "${VT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
@@ -57,8 +58,9 @@ run() { # preclaim
     rm -rf "$VT_WORK"/state-* "$VT_WORK"/host-*
 }
 
-run 4
-run 0
+MODES=${BENCH_MODES:-4 0}
+for m in $MODES; do run "$m"; done
+[ "$MODES" = "4 0" ] || { tail -n +1 "$VT_WORK"/lease-*.txt; exit 0; }
 {
     echo "DHCP lease time at site B, WAN one-way delay $DELAY (DHT round trip $((2 * ${DELAY%ms})) ms), $LEASES leases each, $(date -u +%F)"
     stats "preclaim=4 (default)" "$VT_WORK/lease-4.txt"
