@@ -5,6 +5,7 @@
 //! DHCP, DNS and ICMP echo for the service block; forwarded DNS queries leave through UDP sockets bound
 //! to the random port vn-core picked for each.
 
+mod boot;
 mod config;
 mod control;
 mod identity;

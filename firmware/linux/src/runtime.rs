@@ -174,6 +174,9 @@ async fn serve(cfg: Config) -> Result<()> {
         if created { "new" } else { "existing" },
         cfg.state_dir.join(crate::identity::KEY_FILE).display()
     );
+    // Advanced (durably) before anything is sent: handshakes of this start carry the new value.
+    let boot = crate::boot::next(&cfg.state_dir)?;
+    info!("boot {boot} ({})", cfg.state_dir.join(crate::boot::BOOT_FILE).display());
     let mut node = build_node(&cfg, site, random_seed()?, &identity)?;
     let (saved, bad) =
         store.load().with_context(|| format!("cannot read the bindings file {}", store.path().display()))?;
