@@ -20,6 +20,7 @@ mod fmt;
 pub mod arp;
 pub mod bcast;
 pub mod config;
+pub mod csprng;
 pub mod dhcp;
 pub mod dht;
 pub mod dns;
