@@ -35,6 +35,74 @@ enum Command {
         /// The file to check (instead of --config).
         file: Option<PathBuf>,
     },
+    /// Make this node's keys (node.key, noise.key) if absent and write and print node.pub, the file
+    /// `hostctl node sign --pub` reads. The private keys never leave this machine.
+    Keygen {
+        /// The state directory (default: the configuration's `state_dir` when --config is readable,
+        /// else /etc/vngate).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Replace existing keys with new ones (the node id changes; the old files are kept as *.old).
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The state directory of a router when neither --state-dir nor a configuration names one.
+const DEFAULT_STATE_DIR: &str = "/etc/vngate";
+
+/// `vngate keygen`.
+fn keygen(
+    config: &std::path::Path,
+    state_dir: Option<PathBuf>,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = match state_dir {
+        Some(d) => d,
+        None => match config::load(config) {
+            Ok(c) => c.state_dir,
+            Err(_) if !config.exists() => PathBuf::from(DEFAULT_STATE_DIR),
+            Err(e) => anyhow::bail!("{e}; fix it, or name the key directory with --state-dir"),
+        },
+    };
+    if force {
+        identity::replace(&dir)?;
+    }
+    let (id, id_new) = identity::load_or_create(&dir)?;
+    let (noise, noise_new) = identity::load_or_create_noise(&dir)?;
+    let public = identity::NodePub::of(&id, &noise);
+    let path = identity::write_pub(&dir, &public)
+        .with_context(|| format!("the keys are in {}, but node.pub could not be written", dir.display()))?;
+    let state = |new: bool| if new { "created" } else { "existing" };
+    if json {
+        let v = serde_json::json!({
+            "state_dir": dir.display().to_string(),
+            "node_key": state(id_new),
+            "noise_key": state(noise_new),
+            "pub_file": path.display().to_string(),
+            "ed25519": hex::encode(public.ed25519),
+            "x25519": hex::encode(public.x25519),
+            "node_id": hex::encode(public.node_id.0),
+        });
+        println!("{v}");
+    } else {
+        eprintln!(
+            "node key {} ({}), noise key {} ({}); public keys in {}: give that file to the admin for \
+             `hostctl node sign --pub`",
+            dir.join(identity::KEY_FILE).display(),
+            state(id_new),
+            dir.join(identity::NOISE_KEY_FILE).display(),
+            state(noise_new),
+            path.display()
+        );
+        print!("{}", public.to_text());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -61,6 +129,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Keygen { state_dir, force, json }) => match keygen(&cli.config, state_dir, force, json)
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         None | Some(Command::Run) => {
             runtime::init_logging();
             let cfg = match config::load(&cli.config) {

@@ -172,6 +172,13 @@ async fn serve(cfg: Config) -> Result<()> {
         if created { "new" } else { "existing" },
         cfg.state_dir.join(crate::identity::KEY_FILE).display()
     );
+    let (noise, created) = crate::identity::load_or_create_noise(&cfg.state_dir)?;
+    info!(
+        "noise public key {} ({} key in {})",
+        hex::encode(noise.public_key()),
+        if created { "new" } else { "existing" },
+        cfg.state_dir.join(crate::identity::NOISE_KEY_FILE).display()
+    );
     let mut node = build_node(&cfg, site, random_seed()?, &identity)?;
     let (saved, bad) =
         store.load().with_context(|| format!("cannot read the bindings file {}", store.path().display()))?;
