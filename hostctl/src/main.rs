@@ -2,6 +2,8 @@
 //! (a fresh random namespace id and checked parameters); certificates, status and migration come with the
 //! overlay (P2) and the CA (P3), when `hostctl ns create` replaces `config init`.
 
+mod cakey;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
