@@ -140,7 +140,7 @@ enum NodeCmd {
         #[arg(long = "pub")]
         pub_file: PathBuf,
         /// Roles, comma-separated: router, host, dht, rendezvous, admin.
-        #[arg(long)]
+        #[arg(long, alias = "roles")]
         role: String,
         /// Days of validity.
         #[arg(long, default_value_t = 365)]
@@ -568,8 +568,8 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 if !st.nodes.is_empty() {
                     println!(
-                        "  {:>6} {:<20} {:<18} {:<24} {:<21} {}",
-                        "serial", "name", "node", "roles", "valid until", "state"
+                        "  {:>6} {:<20} {:<18} {:<24} {:<21} state",
+                        "serial", "name", "node", "roles", "valid until"
                     );
                 }
                 for n in &st.nodes {

@@ -307,14 +307,12 @@ pub fn create(a: &CreateArgs, pass: &[u8]) -> Result<serde_json::Value> {
     if pass.len() < cakey::MIN_PASSPHRASE {
         bail!("the passphrase is shorter than {} characters: choose a longer one", cakey::MIN_PASSPHRASE);
     }
-    if a.dir.join(STATE).exists() || a.dir.join(CA_KEY).exists() {
-        if !a.force {
-            bail!(
-                "a namespace already exists in {}: its CA signed every node's certificate, so it is kept; \
-                 pass --force to replace it (every node then needs a new certificate), or choose another --dir",
-                a.dir.display()
-            );
-        }
+    if (a.dir.join(STATE).exists() || a.dir.join(CA_KEY).exists()) && !a.force {
+        bail!(
+            "a namespace already exists in {}: its CA signed every node's certificate, so it is kept; \
+             pass --force to replace it (every node then needs a new certificate), or choose another --dir",
+            a.dir.display()
+        );
     }
     // The parameters are checked with the daemon's own rules, with a placeholder id (the real one
     // derives from the CA key).

@@ -128,7 +128,6 @@ pub fn load_or_create_noise(dir: &Path) -> Result<(NoiseKey, bool), IdentityErro
 }
 
 /// Load both keys from `dir` without creating anything (`check-config`); `None` when a key file is absent.
-#[allow(dead_code)] // used by the certificate checks (next commit)
 pub fn load_existing(dir: &Path) -> Result<Option<(Identity, NoiseKey)>, IdentityError> {
     let (k, n) = (dir.join(KEY_FILE), dir.join(NOISE_KEY_FILE));
     if !exists(&k)? || !exists(&n)? {

@@ -10,6 +10,7 @@ mod control;
 mod identity;
 mod persist;
 mod runtime;
+mod security;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `check-config`'s certificate check, as a phrase for its report.
+fn check_security(c: &config::Config) -> anyhow::Result<String> {
+    let keys = identity::load_existing(&c.state_dir)?;
+    let pubs = keys.as_ref().map(|(id, noise)| (id.public_key(), noise.public_key()));
+    Ok(match security::check(c, pubs, security::reading())? {
+        None => format!(
+            "no certificate at {}: the daemon runs unsigned ([security] require = false)",
+            c.security.cert.display()
+        ),
+        Some(v) => format!(
+            "certificate serial {} for node {} ({}), valid until {}{}",
+            v.info.serial,
+            hex::encode(v.info.node_id.0),
+            vn_core::cert::RoleNames(v.info.roles),
+            v.info.not_after,
+            if keys.is_some() {
+                ", matches this node's keys"
+            } else {
+                "; the node's keys are not in the state directory yet, so they were not compared"
+            }
+        ),
+    })
 }
 
 /// The state directory of a router when neither --state-dir nor a configuration names one.
@@ -111,18 +136,24 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => {
             let path = file.unwrap_or(cli.config);
             match config::load(&path) {
-                Ok(c) => {
-                    println!(
-                        "{}: ok (namespace {}, subnet {}, pool {}-{}, router MAC {})",
-                        path.display(),
-                        c.params.name,
-                        c.params.subnet,
-                        c.params.pool.first,
-                        c.params.pool.last,
-                        c.params.router_mac()
-                    );
-                    ExitCode::SUCCESS
-                }
+                Ok(c) => match check_security(&c) {
+                    Ok(sec) => {
+                        println!(
+                            "{}: ok (namespace {}, subnet {}, pool {}-{}, router MAC {}); {sec}",
+                            path.display(),
+                            c.params.name,
+                            c.params.subnet,
+                            c.params.pool.first,
+                            c.params.pool.last,
+                            c.params.router_mac()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {}: {e:#}", path.display());
+                        ExitCode::FAILURE
+                    }
+                },
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE

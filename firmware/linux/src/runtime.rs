@@ -179,6 +179,24 @@ async fn serve(cfg: Config) -> Result<()> {
         if created { "new" } else { "existing" },
         cfg.state_dir.join(crate::identity::NOISE_KEY_FILE).display()
     );
+    match crate::security::check(
+        &cfg,
+        Some((identity.public_key(), noise.public_key())),
+        crate::security::reading(),
+    )? {
+        None => warn!(
+            "no certificate at {}: running unsigned, as in P2 (set [security] require = true to refuse this)",
+            cfg.security.cert.display()
+        ),
+        Some(v) => info!(
+            "certificate serial {} ({}), valid until {}; namespace document version {}, revocation list version {}",
+            v.info.serial,
+            vn_core::cert::RoleNames(v.info.roles),
+            v.info.not_after,
+            v.doc_version,
+            v.revocation_version
+        ),
+    }
     let mut node = build_node(&cfg, site, random_seed()?, &identity)?;
     let (saved, bad) =
         store.load().with_context(|| format!("cannot read the bindings file {}", store.path().display()))?;
