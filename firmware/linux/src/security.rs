@@ -173,3 +173,190 @@ pub fn check(cfg: &Config, keys: Option<([u8; 32], [u8; 32])>, now: Reading) -> 
         revocation_version: revoked.map_or(0, |r| r.list_version),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use vn_core::cert::{self, CertBody};
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        ca: SigningKey,
+        node: SigningKey,
+        x25519: [u8; 32],
+    }
+
+    /// A namespace "demo" of a fixed CA, written as a bundle: ca.pub, namespace.doc, vngate.toml.
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = SigningKey::from_bytes(&[1u8; 32]);
+        let ca_pub = ca.verifying_key().to_bytes();
+        let doc = NamespaceDoc {
+            version: cert::VERSION,
+            id: cert::namespace_id(&ca_pub, "demo"),
+            name: "demo".try_into().unwrap(),
+            subnet: [10, 250, 0, 0],
+            prefix: 16,
+            domain: "demo.home.arpa".try_into().unwrap(),
+            ca: ca_pub,
+            doc_version: 1,
+            mode: NamespaceDoc::MODE_PROXY,
+            egress: false,
+        };
+        let mut buf = [0u8; cert::NAMESPACE_DOC_MAX_LEN];
+        let n = cert::sign_namespace_doc(&doc, &ca, &mut buf).unwrap();
+        fs::write(dir.path().join("namespace.doc"), &buf[..n]).unwrap();
+        fs::write(dir.path().join("ca.pub"), format!("vngate-ca-pub 1\ned25519 {}\n", hex::encode(ca_pub)))
+            .unwrap();
+        let f = Fixture { dir, ca, node: SigningKey::from_bytes(&[2u8; 32]), x25519: [5u8; 32] };
+        f.write_config(&hex::encode(doc.id), "10.250.0.0/16");
+        f
+    }
+
+    impl Fixture {
+        fn write_config(&self, id: &str, subnet: &str) {
+            let text = format!(
+                "[namespace]\nid = \"{id}\"\nname = \"demo\"\nsubnet = \"{subnet}\"\n\n[overlay]\nlisten = \"127.0.0.1:4789\"\n\n[daemon]\ntap = \"vn0\"\nstate_dir = \"/var/lib/vngate\"\n\n[security]\ncert = \"node.cert\"\nca = \"ca.pub\"\nnamespace_doc = \"namespace.doc\"\nrevoked = \"revoked\"\n"
+            );
+            fs::write(self.dir.path().join("vngate.toml"), text).unwrap();
+        }
+
+        fn cfg(&self) -> Config {
+            crate::config::load(&self.dir.path().join("vngate.toml")).unwrap()
+        }
+
+        fn keys(&self) -> Option<([u8; 32], [u8; 32])> {
+            Some((self.node.verifying_key().to_bytes(), self.x25519))
+        }
+
+        fn sign(&self, roles: u8, serial: u64, not_after: u64) {
+            let ed = self.node.verifying_key().to_bytes();
+            let ca_pub = self.ca.verifying_key().to_bytes();
+            let body = CertBody {
+                version: cert::VERSION,
+                namespace: cert::namespace_id(&ca_pub, "demo"),
+                name: "alpha".try_into().unwrap(),
+                node_id: vn_core::NodeId::from_public_key(&ed).0,
+                ed25519: ed,
+                x25519: self.x25519,
+                roles,
+                serial,
+                not_before: NOW - 3600,
+                not_after,
+                issuer: cert::ca_id(&ca_pub),
+            };
+            let mut buf = [0u8; cert::CERT_MAX_LEN];
+            let n = cert::sign_cert(&body, &self.ca, &mut buf).unwrap();
+            fs::write(self.dir.path().join("node.cert"), &buf[..n]).unwrap();
+        }
+
+        fn check(&self) -> Result<Option<Verified>> {
+            check(&self.cfg(), self.keys(), Reading::synced(UnixTime(NOW)))
+        }
+    }
+
+    fn err(r: Result<Option<Verified>>) -> String {
+        format!("{:#}", r.err().expect("refused"))
+    }
+
+    #[test]
+    fn a_good_certificate_passes_and_its_absence_depends_on_require() {
+        let f = fixture();
+        assert!(f.check().unwrap().is_none(), "no certificate, require = false: unsigned");
+        let mut c = f.cfg();
+        c.security.require = true;
+        let e = format!("{:#}", check(&c, f.keys(), Reading::synced(UnixTime(NOW))).unwrap_err());
+        assert!(e.contains("no certificate at") && e.contains("hostctl node sign"), "{e}");
+        f.sign(roles::ROUTER | roles::DHT, 7, NOW + 86400);
+        let v = f.check().unwrap().unwrap();
+        assert_eq!((v.info.serial, v.doc_version, v.revocation_version), (7, 1, 0));
+        // Without the node's keys (check-config before keygen) the rest is still checked.
+        assert!(check(&f.cfg(), None, Reading::synced(UnixTime(NOW))).unwrap().is_some());
+    }
+
+    #[test]
+    fn each_refusal_is_a_sentence() {
+        let f = fixture();
+        // A role the configuration needs is missing (the overlay stores: dht).
+        f.sign(roles::ROUTER, 1, NOW + 86400);
+        let e = err(f.check());
+        assert!(e.contains("lacks the role(s) dht") && e.contains("runs as router,dht"), "{e}");
+        // Expired.
+        f.sign(roles::ROUTER | roles::DHT, 1, NOW - 1);
+        assert!(err(f.check()).contains("expired"));
+        // Another node's keys.
+        f.sign(roles::ROUTER | roles::DHT, 1, NOW + 86400);
+        let other = Some((SigningKey::from_bytes(&[3u8; 32]).verifying_key().to_bytes(), f.x25519));
+        let e = format!("{:#}", check(&f.cfg(), other, Reading::synced(UnixTime(NOW))).unwrap_err());
+        assert!(e.contains("another node's keys"), "{e}");
+        let e = format!(
+            "{:#}",
+            check(
+                &f.cfg(),
+                Some((f.node.verifying_key().to_bytes(), [6u8; 32])),
+                Reading::synced(UnixTime(NOW))
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("another node's keys"), "{e}");
+        // A flipped byte in the certificate.
+        let path = f.dir.path().join("node.cert");
+        let mut b = fs::read(&path).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+        fs::write(&path, &b).unwrap();
+        assert!(err(f.check()).contains("node.cert"), "names the file");
+        // The configuration disagrees with the signed document.
+        f.sign(roles::ROUTER | roles::DHT, 1, NOW + 86400);
+        let id = hex::encode(f.cfg().params.id);
+        f.write_config(&id, "10.251.0.0/16");
+        let e = err(f.check());
+        assert!(e.contains("[namespace] subnet is 10.251.0.0/16") && e.contains("10.250.0.0/16"), "{e}");
+        f.write_config("00112233445566778899aabbccddeeff", "10.250.0.0/16");
+        assert!(err(f.check()).contains("[namespace] id"));
+        f.write_config(&id, "10.250.0.0/16");
+        // A CA public key that is not the document's signer.
+        let good_ca = fs::read(f.dir.path().join("ca.pub")).unwrap();
+        let other = SigningKey::from_bytes(&[9u8; 32]).verifying_key().to_bytes();
+        fs::write(f.dir.path().join("ca.pub"), format!("vngate-ca-pub 1\ned25519 {}\n", hex::encode(other)))
+            .unwrap();
+        assert!(err(f.check()).contains("namespace.doc"));
+        fs::write(f.dir.path().join("ca.pub"), "garbage\n").unwrap();
+        assert!(err(f.check()).contains("vngate-ca-pub 1"));
+        fs::write(f.dir.path().join("ca.pub"), good_ca).unwrap();
+        assert!(f.check().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_revocation_list_revokes() {
+        let f = fixture();
+        f.sign(roles::ROUTER | roles::DHT, 4, NOW + 86400);
+        let ca_pub = f.ca.verifying_key().to_bytes();
+        let write_list = |serials: &[u64], version: u64| {
+            let list = RevocationList {
+                version: cert::VERSION,
+                namespace: cert::namespace_id(&ca_pub, "demo"),
+                list_version: version,
+                serials: serials.iter().copied().collect(),
+                issued: NOW,
+            };
+            let mut buf = vec![0u8; cert::REVOCATION_LIST_MAX_LEN];
+            let n = cert::sign_revocation_list(&list, &f.ca, &mut buf).unwrap();
+            fs::write(f.dir.path().join("revoked"), &buf[..n]).unwrap();
+        };
+        write_list(&[1, 2], 1);
+        assert_eq!(f.check().unwrap().unwrap().revocation_version, 1);
+        write_list(&[1, 2, 4], 2);
+        let e = err(f.check());
+        assert!(e.contains("serial 4 was revoked"), "{e}");
+    }
+
+    #[test]
+    fn an_early_clock_is_unsynced() {
+        let r = reading();
+        assert!(r.latest.0 >= CLOCK_FLOOR);
+    }
+}
