@@ -259,7 +259,7 @@ mod tests {
     }
 
     fn err(r: Result<Option<Verified>>) -> String {
-        format!("{:#}", r.err().expect("refused"))
+        format!("{:#}", r.expect_err("refused"))
     }
 
     #[test]
