@@ -377,6 +377,12 @@ pub fn create(a: &CreateArgs, pass: &[u8]) -> Result<serde_json::Value> {
             }
         }
         let _ = fs::remove_file(a.dir.join(REVOKED));
+        // The replaced CA key is kept aside (still sealed), in case --force was a mistake.
+        let old = a.dir.join(CA_KEY);
+        if old.exists() {
+            fs::rename(&old, a.dir.join("ca.key.old"))
+                .with_context(|| format!("cannot move {} aside", old.display()))?;
+        }
     }
     cakey::write_secret(&a.dir.join(CA_KEY), &sealed, a.force)?;
     write_atomic(&a.dir.join(CA_PUB), ca_pub_text(&ca_pub).as_bytes())?;
