@@ -149,5 +149,11 @@ sed -i 's/^require = false/require = true/' "$W/tampered/vngate.toml"
 refuses "without a certificate and require = true, it refuses" "no certificate at" \
     "$VNGATE" check-config "$W/tampered/vngate.toml"
 
+# --force replaces a namespace: a new CA (the old key kept aside), its old bundles gone.
+old_ca=$(cat "$NS/ca.pub")
+check "ns create --force" "$HOSTCTL" ns create demo --subnet 10.250.0.0/16 --dir "$NS" --passphrase-file "$W/pass" --force
+[ "$(cat "$NS/ca.pub")" != "$old_ca" ] && [ -f "$NS/ca.key.old" ] && [ ! -d "$NS/bundles" ] \
+    && pass "a new CA, the old key in ca.key.old, no old bundles" || fail "after --force: $(ls "$NS")"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
