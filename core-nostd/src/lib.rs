@@ -19,6 +19,8 @@ mod fmt;
 
 pub mod arp;
 pub mod bcast;
+pub mod cert;
+pub mod clock;
 pub mod config;
 pub mod csprng;
 pub mod dhcp;

@@ -1,6 +1,9 @@
-//! `hostctl`: the admin's tool for a VN. In this version it creates a namespace's daemon configuration
-//! (a fresh random namespace id and checked parameters); certificates, status and migration come with the
-//! overlay (P2) and the CA (P3), when `hostctl ns create` replaces `config init`.
+//! `hostctl`: the admin's tool for a VN: provisioning (`ns create`, `node sign|revoke|list`: a CA, signed
+//! certificates and config bundles, see ns.rs), and a daemon's status, DHT and reservations through its
+//! control socket. `config init` is the older, unsigned way to write a daemon configuration (P1/P2).
+
+mod cakey;
+mod ns;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -20,6 +23,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A namespace: its CA and signed document.
+    #[command(subcommand)]
+    Ns(NsCmd),
+    /// Nodes of a namespace: certificates, config bundles, revocation.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Daemon configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -58,6 +67,130 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
         /// Print the daemon's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the CA passphrase comes from (read only when the CA key is used).
+#[derive(clap::Args, Clone)]
+struct Passphrase {
+    /// A file whose first line is the CA key's passphrase (else the environment variable
+    /// VNGATE_CA_PASSPHRASE).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+/// Which namespace directory.
+#[derive(clap::Args, Clone)]
+struct NsDir {
+    /// The namespace directory (default: $XDG_CONFIG_HOME/vngate/<ns>, or the only namespace there).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The namespace's name, to find its directory.
+    #[arg(long)]
+    ns: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum NsCmd {
+    /// Create a namespace: a new CA key (sealed under a passphrase), ca.pub and the signed namespace document.
+    Create {
+        /// The namespace's name (a DNS label).
+        name: String,
+        /// The VN subnet, e.g. 10.250.0.0/16.
+        #[arg(long)]
+        subnet: String,
+        /// The DNS domain (default NAME.home.arpa).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Internet egress through .2.
+        #[arg(long)]
+        egress: bool,
+        /// The mode of router nodes' daemons: router (a TAP on a LAN bridge) or interface (the host's own TAP).
+        #[arg(long, default_value = "router")]
+        mode: String,
+        /// DHCP pool FIRST-LAST (default: the subnet minus the service block).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Upstream resolver for names outside the VN.
+        #[arg(long)]
+        upstream_dns: Option<Ipv4Address>,
+        /// The namespace directory (default $XDG_CONFIG_HOME/vngate/NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Replace an existing namespace (a new CA: every node needs a new certificate).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        pass: Passphrase,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Sign a certificate for a node's keys (its node.pub from `vngate keygen`) and write its config bundle.
+    Sign {
+        /// The node's name (a DNS label).
+        name: String,
+        /// The node's node.pub.
+        #[arg(long = "pub")]
+        pub_file: PathBuf,
+        /// Roles, comma-separated: router, host, dht, rendezvous, admin.
+        #[arg(long, alias = "roles")]
+        role: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// One of the namespace's founding storage nodes (votes at once on its first start).
+        #[arg(long)]
+        founding: bool,
+        /// Where other nodes reach this one (IP:PORT); the daemon listens on that port.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// A node to introduce itself to at start (IP:PORT); repeat for more.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// The node's state directory, where `vngate keygen` put its keys.
+        #[arg(long, default_value = "/etc/vngate")]
+        state_dir: String,
+        /// The node's TAP device (router and host roles).
+        #[arg(long, default_value = "vn0")]
+        tap: String,
+        /// Replace the node's existing bundle (a new certificate; the old one stays valid until revoked).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        dir: NsDir,
+        #[command(flatten)]
+        pass: Passphrase,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a node's certificates: the next signed revocation list.
+    Revoke {
+        /// The node's name.
+        name: String,
+        /// Only this serial (default: every unrevoked certificate of the node).
+        #[arg(long)]
+        serial: Option<u64>,
+        #[command(flatten)]
+        dir: NsDir,
+        #[command(flatten)]
+        pass: Passphrase,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The certificates issued in a namespace.
+    List {
+        #[command(flatten)]
+        dir: NsDir,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -306,8 +439,159 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Ns(NsCmd::Create {
+            name,
+            subnet,
+            domain,
+            egress,
+            mode,
+            pool,
+            upstream_dns,
+            dir,
+            force,
+            pass,
+            json,
+        }) => {
+            let dir = match dir {
+                Some(d) => d,
+                None => ns::base_dir()?.join(&name),
+            };
+            let args = ns::CreateArgs { name, subnet, domain, egress, mode, pool, upstream_dns, dir, force };
+            let pass = cakey::passphrase(pass.passphrase_file.as_deref())?;
+            let v = ns::create(&args, &pass)?;
+            if json {
+                print_json(&v);
+            } else {
+                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
+                println!("namespace {} (id {}) created in {}", s("name"), s("id"), s("dir"));
+                println!("  subnet {}, domain {}", s("subnet"), s("domain"));
+                println!("  CA public key {} in {}", s("ca"), args.dir.join(ns::CA_PUB).display());
+                println!(
+                    "  CA private key sealed in {} ({}, ChaCha20-Poly1305): keep it and its passphrase offline, with a backup",
+                    args.dir.join(ns::CA_KEY).display(),
+                    s("kdf")
+                );
+                println!("next: run `vngate keygen` on each node, then `hostctl node sign NAME --pub node.pub --role router,dht`");
+            }
+        }
+        Command::Node(NodeCmd::Sign {
+            name,
+            pub_file,
+            role,
+            days,
+            founding,
+            endpoint,
+            peers,
+            state_dir,
+            tap,
+            force,
+            dir,
+            pass,
+            json,
+        }) => {
+            let d = ns::existing_dir(dir.dir, dir.ns.as_deref())?;
+            let args = ns::SignArgs {
+                name,
+                pub_file,
+                roles: role,
+                days,
+                founding,
+                endpoint,
+                peers,
+                state_dir,
+                tap,
+                force,
+            };
+            let v = ns::sign(&d, &args, || cakey::passphrase(pass.passphrase_file.as_deref()))?;
+            if json {
+                print_json(&v);
+            } else {
+                let s = |k: &str| {
+                    v.get(k).map(|x| x.to_string().trim_matches('"').to_string()).unwrap_or_default()
+                };
+                println!(
+                    "certificate serial {} for {} (node {}, roles {}), valid until {}",
+                    s("serial"),
+                    s("name"),
+                    s("node_id"),
+                    s("roles"),
+                    ns::format_time(v["not_after"].as_u64().unwrap_or(0))
+                );
+                println!(
+                    "bundle {}: copy it to the node's {} and run `vngate --config {}/{}`",
+                    s("bundle"),
+                    args.state_dir,
+                    args.state_dir,
+                    ns::BUNDLE_CONFIG
+                );
+            }
+        }
+        Command::Node(NodeCmd::Revoke { name, serial, dir, pass, json }) => {
+            let d = ns::existing_dir(dir.dir, dir.ns.as_deref())?;
+            let v = ns::revoke(&d, &name, serial, || cakey::passphrase(pass.passphrase_file.as_deref()))?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "revoked {} serial(s) {}: revocation list version {} ({} serials) in {}",
+                    name,
+                    v["revoked"],
+                    v["list_version"],
+                    v["serials"].as_array().map_or(0, |a| a.len()),
+                    v["file"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "publish it: copy that file to every node as `revoked` next to its node.cert (the [security] \
+                     revoked path) and restart the daemon; it travels in the DHT once the overlay carries it"
+                );
+            }
+        }
+        Command::Node(NodeCmd::List { dir, json }) => {
+            let d = ns::existing_dir(dir.dir, dir.ns.as_deref())?;
+            let st = ns::list(&d)?;
+            if json {
+                print_json(&serde_json::to_value(&st)?);
+            } else {
+                let now = ns::unix_now();
+                println!(
+                    "namespace {} ({}), {} certificates, revocation list version {}",
+                    st.name,
+                    st.subnet,
+                    st.nodes.len(),
+                    st.revocation_version
+                );
+                if !st.nodes.is_empty() {
+                    println!(
+                        "  {:>6} {:<20} {:<18} {:<24} {:<21} state",
+                        "serial", "name", "node", "roles", "valid until"
+                    );
+                }
+                for n in &st.nodes {
+                    let state = if n.revoked {
+                        "revoked"
+                    } else if n.not_after < now {
+                        "expired"
+                    } else {
+                        "valid"
+                    };
+                    println!(
+                        "  {:>6} {:<20} {:<18} {:<24} {:<21} {}",
+                        n.serial,
+                        n.name,
+                        n.node_id.get(..16).unwrap_or(&n.node_id),
+                        n.roles,
+                        ns::format_time(n.not_after),
+                        state
+                    );
+                }
+            }
+        }
         Command::Status { socket, json } => {
             let answer = ask(&socket, r#"{"cmd":"status"}"#)?;
             if json {

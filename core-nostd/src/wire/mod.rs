@@ -8,6 +8,7 @@ pub mod control;
 pub mod dhcp;
 pub mod dns;
 pub mod intro;
+pub mod ntp;
 pub mod overlay;
 
 use smoltcp::phy::ChecksumCapabilities;

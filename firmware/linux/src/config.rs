@@ -24,6 +24,27 @@ pub struct Config {
     pub overlay: Option<Overlay>,
     /// Where bindings are persisted.
     pub state_dir: PathBuf,
+    /// The certificate, CA and namespace document (P3).
+    pub security: Security,
+}
+
+/// The `[security]` section: where the node's certificate and what checks it are. Relative paths are
+/// relative to the configuration file's directory (so a bundle from `hostctl node sign` works wherever
+/// it is copied); absent ones default to the files of that name in the state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    /// The node's certificate (`node.cert`).
+    pub cert: PathBuf,
+    /// The CA's public key (`ca.pub`).
+    pub ca: PathBuf,
+    /// The signed namespace document (`namespace.doc`).
+    pub namespace_doc: PathBuf,
+    /// The newest signed revocation list (`revoked`; optional).
+    pub revoked: PathBuf,
+    /// Refuse to start without a certificate. A certificate that is present is always checked, and a
+    /// bad one always stops the daemon; without one (and `require = false`) the node runs unsigned, as
+    /// in P2, with a warning.
+    pub require: bool,
 }
 
 /// The `[overlay]` section.
@@ -80,6 +101,17 @@ struct RawConfig {
     namespace: Spanned<RawNamespace>,
     overlay: Option<Spanned<RawOverlay>>,
     daemon: Spanned<RawDaemon>,
+    security: Option<RawSecurity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    cert: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    namespace_doc: Option<Spanned<String>>,
+    revoked: Option<Spanned<String>>,
+    require: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -306,7 +338,28 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
     if !state_dir.is_absolute() {
         return Err(err(at(&d.state_dir), "`state_dir` must be an absolute path".into()));
     }
-    Ok(Config { params, tap, role, overlay, state_dir })
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let sec = raw.security.as_ref();
+    let file = |v: Option<&Spanned<String>>, default: &str| -> Result<PathBuf, ConfigFileError> {
+        match v {
+            None => Ok(state_dir.join(default)),
+            Some(s) if s.get_ref().is_empty() => {
+                Err(err(at(s), "an empty path: remove the key to use the default".into()))
+            }
+            Some(s) => {
+                let p = Path::new(s.get_ref());
+                Ok(if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
+            }
+        }
+    };
+    let security = Security {
+        cert: file(sec.and_then(|s| s.cert.as_ref()), "node.cert")?,
+        ca: file(sec.and_then(|s| s.ca.as_ref()), "ca.pub")?,
+        namespace_doc: file(sec.and_then(|s| s.namespace_doc.as_ref()), "namespace.doc")?,
+        revoked: file(sec.and_then(|s| s.revoked.as_ref()), "revoked")?,
+        require: sec.and_then(|s| s.require).unwrap_or(false),
+    };
+    Ok(Config { params, tap, role, overlay, state_dir, security })
 }
 
 fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
@@ -422,6 +475,25 @@ state_dir = "/var/lib/vngate"
         assert_eq!(c.role, vn_core::config::NodeRole::Interface);
         let e = with("", "tap = \"vn0\"\nmode = \"bridge\"\n").unwrap_err();
         assert_eq!(e.line, Some(15), "{e}");
+    }
+
+    #[test]
+    fn security_paths_default_to_the_state_dir_and_resolve_against_the_file() {
+        let c = parse(Path::new("/etc/x/vngate.toml"), GOOD).unwrap();
+        assert_eq!(c.security.cert, Path::new("/var/lib/vngate/node.cert"));
+        assert_eq!(c.security.revoked, Path::new("/var/lib/vngate/revoked"));
+        assert!(!c.security.require);
+        let text = format!(
+            "{GOOD}\n[security]\ncert = \"node.cert\"\nca = \"/k/ca.pub\"\nnamespace_doc = \"d/ns.doc\"\nrequire = true\n"
+        );
+        let c = parse(Path::new("/etc/x/vngate.toml"), &text).unwrap();
+        assert_eq!(c.security.cert, Path::new("/etc/x/node.cert"));
+        assert_eq!(c.security.ca, Path::new("/k/ca.pub"));
+        assert_eq!(c.security.namespace_doc, Path::new("/etc/x/d/ns.doc"));
+        assert_eq!(c.security.revoked, Path::new("/var/lib/vngate/revoked"));
+        assert!(c.security.require);
+        let e = parse(Path::new("t.toml"), &format!("{GOOD}\n[security]\nkey = \"x\"\n")).unwrap_err();
+        assert!(e.message.contains("key"), "{e}");
     }
 
     #[test]

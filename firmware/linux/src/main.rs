@@ -11,6 +11,7 @@ mod control;
 mod identity;
 mod persist;
 mod runtime;
+mod security;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,98 @@ enum Command {
         /// The file to check (instead of --config).
         file: Option<PathBuf>,
     },
+    /// Make this node's keys (node.key, noise.key) if absent and write and print node.pub, the file
+    /// `hostctl node sign --pub` reads. The private keys never leave this machine.
+    Keygen {
+        /// The state directory (default: the configuration's `state_dir` when --config is readable,
+        /// else /etc/vngate).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Replace existing keys with new ones (the node id changes; the old files are kept as *.old).
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `check-config`'s certificate check, as a phrase for its report.
+fn check_security(c: &config::Config) -> anyhow::Result<String> {
+    let keys = identity::load_existing(&c.state_dir)?;
+    let pubs = keys.as_ref().map(|(id, noise)| (id.public_key(), noise.public_key()));
+    Ok(match security::check(c, pubs, security::reading())? {
+        None => format!(
+            "no certificate at {}: the daemon runs unsigned ([security] require = false)",
+            c.security.cert.display()
+        ),
+        Some(v) => format!(
+            "certificate serial {} for node {} ({}), valid until {}{}",
+            v.info.serial,
+            hex::encode(v.info.node_id.0),
+            vn_core::cert::RoleNames(v.info.roles),
+            v.info.not_after,
+            if keys.is_some() {
+                ", matches this node's keys"
+            } else {
+                "; the node's keys are not in the state directory yet, so they were not compared"
+            }
+        ),
+    })
+}
+
+/// The state directory of a router when neither --state-dir nor a configuration names one.
+const DEFAULT_STATE_DIR: &str = "/etc/vngate";
+
+/// `vngate keygen`.
+fn keygen(
+    config: &std::path::Path,
+    state_dir: Option<PathBuf>,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = match state_dir {
+        Some(d) => d,
+        None => match config::load(config) {
+            Ok(c) => c.state_dir,
+            Err(_) if !config.exists() => PathBuf::from(DEFAULT_STATE_DIR),
+            Err(e) => anyhow::bail!("{e}; fix it, or name the key directory with --state-dir"),
+        },
+    };
+    if force {
+        identity::replace(&dir)?;
+    }
+    let (id, id_new) = identity::load_or_create(&dir)?;
+    let (noise, noise_new) = identity::load_or_create_noise(&dir)?;
+    let public = identity::NodePub::of(&id, &noise);
+    let path = identity::write_pub(&dir, &public)
+        .with_context(|| format!("the keys are in {}, but node.pub could not be written", dir.display()))?;
+    let state = |new: bool| if new { "created" } else { "existing" };
+    if json {
+        let v = serde_json::json!({
+            "state_dir": dir.display().to_string(),
+            "node_key": state(id_new),
+            "noise_key": state(noise_new),
+            "pub_file": path.display().to_string(),
+            "ed25519": hex::encode(public.ed25519),
+            "x25519": hex::encode(public.x25519),
+            "node_id": hex::encode(public.node_id.0),
+        });
+        println!("{v}");
+    } else {
+        eprintln!(
+            "node key {} ({}), noise key {} ({}); public keys in {}: give that file to the admin for \
+             `hostctl node sign --pub`",
+            dir.join(identity::KEY_FILE).display(),
+            state(id_new),
+            dir.join(identity::NOISE_KEY_FILE).display(),
+            state(noise_new),
+            path.display()
+        );
+        print!("{}", public.to_text());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -44,24 +137,38 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => {
             let path = file.unwrap_or(cli.config);
             match config::load(&path) {
-                Ok(c) => {
-                    println!(
-                        "{}: ok (namespace {}, subnet {}, pool {}-{}, router MAC {})",
-                        path.display(),
-                        c.params.name,
-                        c.params.subnet,
-                        c.params.pool.first,
-                        c.params.pool.last,
-                        c.params.router_mac()
-                    );
-                    ExitCode::SUCCESS
-                }
+                Ok(c) => match check_security(&c) {
+                    Ok(sec) => {
+                        println!(
+                            "{}: ok (namespace {}, subnet {}, pool {}-{}, router MAC {}); {sec}",
+                            path.display(),
+                            c.params.name,
+                            c.params.subnet,
+                            c.params.pool.first,
+                            c.params.pool.last,
+                            c.params.router_mac()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {}: {e:#}", path.display());
+                        ExitCode::FAILURE
+                    }
+                },
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
                 }
             }
         }
+        Some(Command::Keygen { state_dir, force, json }) => match keygen(&cli.config, state_dir, force, json)
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         None | Some(Command::Run) => {
             runtime::init_logging();
             let cfg = match config::load(&cli.config) {

@@ -174,6 +174,31 @@ async fn serve(cfg: Config) -> Result<()> {
         if created { "new" } else { "existing" },
         cfg.state_dir.join(crate::identity::KEY_FILE).display()
     );
+    let (noise, created) = crate::identity::load_or_create_noise(&cfg.state_dir)?;
+    info!(
+        "noise public key {} ({} key in {})",
+        hex::encode(noise.public_key()),
+        if created { "new" } else { "existing" },
+        cfg.state_dir.join(crate::identity::NOISE_KEY_FILE).display()
+    );
+    match crate::security::check(
+        &cfg,
+        Some((identity.public_key(), noise.public_key())),
+        crate::security::reading(),
+    )? {
+        None => warn!(
+            "no certificate at {}: running unsigned, as in P2 (set [security] require = true to refuse this)",
+            cfg.security.cert.display()
+        ),
+        Some(v) => info!(
+            "certificate serial {} ({}), valid until {}; namespace document version {}, revocation list version {}",
+            v.info.serial,
+            vn_core::cert::RoleNames(v.info.roles),
+            v.info.not_after,
+            v.doc_version,
+            v.revocation_version
+        ),
+    }
     // Advanced (durably) before anything is sent: handshakes of this start carry the new value.
     let boot = crate::boot::next(&cfg.state_dir)?;
     info!("boot {boot} ({})", cfg.state_dir.join(crate::boot::BOOT_FILE).display());
