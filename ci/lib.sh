@@ -244,7 +244,7 @@ vt_build() {
 # vt_namespace_toml [EXTRA namespace lines...]: the [namespace] section every node of the test VN shares.
 vt_namespace_toml() {
     echo '[namespace]'
-    echo 'id = "00112233445566778899aabbccddeeff"'
+    echo "id = \"${VT_NS_ID:-00112233445566778899aabbccddeeff}\""
     echo 'name = "demo"'
     echo 'subnet = "10.250.0.0/16"'
     echo 'lease_time = 3600'
@@ -615,6 +615,11 @@ vt_node_config() {
         [ "$n" = "$short" ] || peers+=("${VT_WAN_IP[$n]}:$VT_WAN_PORT")
     done
     case $short in
+    r*) vt_certify "$short" "$VT_WORK/state-$short" router,dht ;;
+    i*) vt_certify "$short" "$VT_WORK/state-$short" host ;;
+    *) vt_certify "$short" "$VT_WORK/state-$short" dht ;;
+    esac
+    case $short in
     r*) vt_write_node_config "$file" vn0 "$VT_WORK/state-$short" "0.0.0.0:$VT_WAN_PORT" \
         "${VT_WAN_IP[$short]}:$VT_WAN_PORT" true true "${peers[@]}" ;;
     i*) vt_write_node_config "$file" vn0 "$VT_WORK/state-$short" "${VT_WAN_IP[$short]}:$VT_WAN_PORT" "" false \
@@ -624,6 +629,40 @@ vt_node_config() {
         "${peers[@]}" ;;
     esac
     printf '%s' "$file"
+}
+
+# vt_provision: the test namespace's CA and signed namespace document, made with the real hostctl in
+# $VT_WORK/admin (passphrase in $VT_WORK/ca.pass); sets VT_NS_ID, which vt_namespace_toml then writes. Builds
+# hostctl unless HOSTCTL is set.
+vt_provision() {
+    local target=${CARGO_TARGET_DIR:-$VT_ROOT/target} profile=${VT_PROFILE:-debug} flag=
+    [ "$profile" = release ] && flag=--release
+    if [ -z "${HOSTCTL:-}" ]; then
+        # shellcheck disable=SC2086
+        (cd "$VT_ROOT" && cargo build $flag --quiet -p hostctl) || vt_die "cargo build -p hostctl failed"
+    fi
+    HOSTCTL=${HOSTCTL:-$target/$profile/hostctl}
+    VT_ADMIN=$VT_WORK/admin
+    printf 'vngate test CA passphrase %s\n' "$VT_PREFIX" >"$VT_WORK/ca.pass"
+    "$HOSTCTL" ns create demo --subnet 10.250.0.0/16 --dir "$VT_ADMIN" --passphrase-file "$VT_WORK/ca.pass" \
+        --json >"$VT_WORK/ns.json" 2>"$VT_WORK/ns.err" || vt_die "hostctl ns create: $(cat "$VT_WORK/ns.err")"
+    VT_NS_ID=$(sed -n 's/.*"id": *"\([0-9a-f]\{32\}\)".*/\1/p' "$VT_WORK/ns.json")
+    [ -n "$VT_NS_ID" ] || vt_die "no namespace id in $(cat "$VT_WORK/ns.json")"
+}
+
+# vt_certify SHORT STATE_DIR ROLES: keys made in STATE_DIR by `vngate keygen` (as on the device), a certificate
+# for them from `hostctl node sign SHORT --role ROLES`, and the certificate, CA key and namespace document copied
+# into STATE_DIR where the daemon looks by default. No-op before vt_provision.
+vt_certify() {
+    local short=$1 state=$2 roles=$3 b
+    [ -n "${VT_ADMIN:-}" ] || return 0
+    "$VNGATE" keygen --state-dir "$state" >"$VT_WORK/keygen-$short.out" 2>&1 ||
+        vt_die "vngate keygen for $short: $(cat "$VT_WORK/keygen-$short.out")"
+    "$HOSTCTL" node sign "$short" --pub "$state/node.pub" --role "$roles" --dir "$VT_ADMIN" \
+        --passphrase-file "$VT_WORK/ca.pass" --force >"$VT_WORK/sign-$short.out" 2>&1 ||
+        vt_die "hostctl node sign $short: $(cat "$VT_WORK/sign-$short.out")"
+    b=$VT_ADMIN/bundles/$short
+    cp "$b/node.cert" "$b/ca.pub" "$b/namespace.doc" "$state/" || vt_die "bundle of $short incomplete"
 }
 
 # vt_node_start SHORT CONFIG: vngate in SHORT's namespace, logging to $VT_WORK/vngate-SHORT.log; its pid in
@@ -671,6 +710,7 @@ vt_two_sites_up() {
     local n conf
     VT_UP_ERR=
     vt_two_site_topology
+    vt_provision
     vt_wan_add
     for n in "${VT_STORAGE[@]}"; do
         vt_ns_add "$n"
