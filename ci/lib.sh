@@ -659,7 +659,7 @@ vt_certify() {
     "$VNGATE" keygen --state-dir "$state" >"$VT_WORK/keygen-$short.out" 2>&1 ||
         vt_die "vngate keygen for $short: $(cat "$VT_WORK/keygen-$short.out")"
     "$HOSTCTL" node sign "$short" --pub "$state/node.pub" --role "$roles" --dir "$VT_ADMIN" \
-        --passphrase-file "$VT_WORK/ca.pass" --force >"$VT_WORK/sign-$short.out" 2>&1 ||
+        --endpoint "${VT_WAN_IP[$short]}:$VT_WAN_PORT" --passphrase-file "$VT_WORK/ca.pass" --force >"$VT_WORK/sign-$short.out" 2>&1 ||
         vt_die "hostctl node sign $short: $(cat "$VT_WORK/sign-$short.out")"
     b=$VT_ADMIN/bundles/$short
     cp "$b/node.cert" "$b/ca.pub" "$b/namespace.doc" "$state/" || vt_die "bundle of $short incomplete"

@@ -843,3 +843,535 @@ impl RecordSig {
         Ok(signed.body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use ed25519_dalek::Signer as _;
+    use proptest::prelude::*;
+    use std::string::ToString;
+    use std::vec::Vec as StdVec;
+
+    /// Fixed keys from fixed seeds (never OsRng in tests).
+    fn ca_key() -> SigningKey {
+        SigningKey::from_bytes(&[0x11; 32])
+    }
+    fn node_key() -> SigningKey {
+        SigningKey::from_bytes(&[0x22; 32])
+    }
+    fn other_key() -> SigningKey {
+        SigningKey::from_bytes(&[0x33; 32])
+    }
+
+    const NOT_BEFORE: u64 = 1_790_000_000;
+    const NOT_AFTER: u64 = 1_800_000_000;
+    const MID: UnixTime = UnixTime(1_795_000_000);
+
+    fn ns() -> [u8; 16] {
+        namespace_id(&ca_key().verifying_key().to_bytes(), "lab")
+    }
+
+    fn body_for(key: &SigningKey) -> CertBody {
+        let ed = key.verifying_key().to_bytes();
+        CertBody {
+            version: VERSION,
+            namespace: ns(),
+            name: String::try_from("r1").unwrap(),
+            node_id: NodeId::from_public_key(&ed).0,
+            ed25519: ed,
+            x25519: [0x44; 32],
+            roles: roles::ROUTER | roles::DHT,
+            serial: 7,
+            not_before: NOT_BEFORE,
+            not_after: NOT_AFTER,
+            issuer: ca_id(&ca_key().verifying_key().to_bytes()),
+        }
+    }
+
+    fn signed_cert(body: &CertBody) -> StdVec<u8> {
+        let mut out = [0xa5u8; CERT_MAX_LEN + 8];
+        let n = sign_cert(body, &ca_key(), &mut out).unwrap();
+        assert_eq!(out[n], 0xa5, "nothing written past the object");
+        out[..n].to_vec()
+    }
+
+    /// Sign any body, bypassing `sign_cert`'s checks (to test what the verifier does with it).
+    fn force_sign<T: Serialize>(kind: Kind, value: &T, key: &SigningKey) -> StdVec<u8> {
+        let mut out = [0u8; 4096];
+        let n = sign_object(kind, key, &mut out, encode(value)).unwrap();
+        out[..n].to_vec()
+    }
+
+    fn ca() -> CaKey {
+        CaKey::from_signing_key(&ca_key())
+    }
+
+    fn verify(bytes: &[u8], now: Reading, revoked: Option<&RevocationList>) -> Result<CertInfo, CertError> {
+        Certificate::parse(bytes)?.verify(&ca(), &ns(), now, revoked)
+    }
+
+    fn revocations(serials: &[u64], namespace: [u8; 16]) -> RevocationList {
+        RevocationList {
+            version: VERSION,
+            namespace,
+            list_version: 3,
+            serials: Vec::from_slice(serials).unwrap(),
+            issued: NOT_BEFORE + 5,
+        }
+    }
+
+    fn doc() -> NamespaceDoc {
+        NamespaceDoc {
+            version: VERSION,
+            id: ns(),
+            name: String::try_from("lab").unwrap(),
+            subnet: [10, 250, 0, 0],
+            prefix: 16,
+            domain: String::try_from("lab.home.arpa").unwrap(),
+            ca: ca_key().verifying_key().to_bytes(),
+            doc_version: 1,
+            mode: NamespaceDoc::MODE_PROXY,
+            egress: true,
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> std::string::String {
+        bytes.iter().map(|b| std::format!("{b:02x}")).collect()
+    }
+
+    /// Golden bytes: ed25519 signatures are deterministic, so these change only if the format does.
+    /// The body part can be read against the field list of `CertBody`; the signature is checked below
+    /// with ed25519-dalek's ordinary `verify_strict` over the joined message.
+    const GOLDEN_CERT: &str = concat!(
+        "01008801bb30579c9132e9822e3e757cea61598802723159f2ae6011629c787086215d6db1a6936d3036334beb6b72a2",
+        "6e4dd3e6f97df8a09aa5f47a6759802ff955f8dc2d2a14a5c99d23be97f864127ff9383455a4f0444444444444444444",
+        "4444444444444444444444444444444444444444444444050780f7c4d50680a4a7da06d85dfdc4fe097048ae1b042ebe",
+        "0e5c20c8d4261942c8f98bb52bc216ecbdf70a0476ac7b60c56cc868d55a8949ad41eb965b710909d0827a06fa9da8f7",
+        "3344a15403eff6ef118503"
+    );
+    const GOLDEN_DOC: &str = concat!(
+        "02004b01bb30579c9132e9822e3e757cea615988036c61620afa0000100d6c61622e686f6d652e61727061d04ab23274",
+        "2bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c97787370100013474bc215da8dc88ad3b3f96745a6f7e93cc",
+        "9f035713067bc1abddf875a895db965830de6315d9dfc6e7d4ac4f2ee9b8598b0e325b67e6b6af466bcef2609e07"
+    );
+    const GOLDEN_REVOKED: &str = concat!(
+        "03001a01bb30579c9132e9822e3e757cea6159880302070985f7c4d5060c294b6b1626064466e85d9a43de4199e5c1bf",
+        "c8c26468f8658ce9dabac3416ba57e3385c8eb7abed3438b1f16fa40e7f1dcafdfc847233f3021c16ad3f79b0b"
+    );
+    const GOLDEN_RECORD: &str = concat!(
+        "040011766e6761746520646874207265636f726486fd156821305c9b363dbcde58bb18a430f570646f9677b7d2994e5f",
+        "26a7cf5665d0f8b161624d6d93245facdb26d55390fddb1cf90fff098ba6e500cded4e0c"
+    );
+
+    fn record_framed() -> StdVec<u8> {
+        let mut out = [0u8; 128];
+        let n = RecordSig::sign_framed(b"vngate dht record", &node_key(), &mut out).unwrap();
+        out[..n].to_vec()
+    }
+
+    #[test]
+    fn golden_bytes_of_each_signed_object() {
+        let cert = signed_cert(&body_for(&node_key()));
+        let mut out = [0u8; NAMESPACE_DOC_MAX_LEN];
+        let n = sign_namespace_doc(&doc(), &ca_key(), &mut out).unwrap();
+        let d = out[..n].to_vec();
+        let mut out = [0u8; REVOCATION_LIST_MAX_LEN];
+        let n = sign_revocation_list(&revocations(&[7, 9], ns()), &ca_key(), &mut out).unwrap();
+        let r = out[..n].to_vec();
+        let rec = record_framed();
+        assert_eq!(hex(&cert), GOLDEN_CERT);
+        assert_eq!(hex(&d), GOLDEN_DOC);
+        assert_eq!(hex(&r), GOLDEN_REVOKED);
+        assert_eq!(hex(&rec), GOLDEN_RECORD);
+    }
+
+    #[test]
+    fn signatures_are_plain_ed25519_over_context_kind_body() {
+        let cert = signed_cert(&body_for(&node_key()));
+        let s = Signed::parse(&cert).unwrap();
+        let mut msg = CONTEXT.to_vec();
+        msg.push(1);
+        msg.extend_from_slice(s.body());
+        let sig = Signature::from_bytes(s.signature());
+        ca_key().verifying_key().verify_strict(&msg, &sig).unwrap();
+        assert_eq!(ca_key().sign(&msg).to_bytes(), *s.signature());
+        // The same for a record's detached signature.
+        let rec = b"some exact record bytes";
+        let mut msg = CONTEXT.to_vec();
+        msg.push(4);
+        msg.extend_from_slice(rec);
+        assert_eq!(RecordSig::sign(rec, &node_key()).0, node_key().sign(&msg).to_bytes());
+    }
+
+    #[test]
+    fn a_good_certificate_verifies_and_says_what_it_certifies() {
+        let body = body_for(&node_key());
+        let cert = signed_cert(&body);
+        let c = Certificate::parse(&cert).unwrap();
+        assert_eq!(c.body(), &body);
+        assert_eq!(c.bytes(), &cert[..]);
+        let info = verify(&cert, Reading::synced(MID), None).unwrap();
+        assert_eq!(
+            info,
+            CertInfo {
+                node_id: NodeId::from_public_key(&body.ed25519),
+                ed25519: body.ed25519,
+                x25519: [0x44; 32],
+                roles: roles::ROUTER | roles::DHT,
+                serial: 7,
+                not_after: UnixTime(NOT_AFTER),
+            }
+        );
+        assert_eq!(info.require(roles::ROUTER), Ok(()));
+        assert_eq!(info.require(roles::ROUTER | roles::DHT), Ok(()));
+        assert_eq!(info.require(0), Ok(()));
+        // Both ends of the validity are inclusive.
+        assert!(verify(&cert, Reading::synced(UnixTime(NOT_BEFORE)), None).is_ok());
+        assert!(verify(&cert, Reading::synced(UnixTime(NOT_AFTER)), None).is_ok());
+    }
+
+    #[test]
+    fn missing_role_names_what_is_missing() {
+        let info = verify(&signed_cert(&body_for(&node_key())), Reading::synced(MID), None).unwrap();
+        let e = info.require(roles::ROUTER | roles::ADMIN).unwrap_err();
+        assert_eq!(e, CertError::MissingRole { missing: roles::ADMIN, have: roles::ROUTER | roles::DHT });
+        let text = e.to_string();
+        assert!(text.contains("admin") && text.contains("router,dht") && text.contains("hostctl node sign"));
+        assert_eq!(RoleNames(0).to_string(), "none");
+        assert_eq!(RoleNames(0x81).to_string(), "router,0x80");
+    }
+
+    #[test]
+    fn expiry_is_checked_against_the_latest_time_synced_or_not() {
+        let cert = signed_cert(&body_for(&node_key()));
+        let late = UnixTime(NOT_AFTER + 1);
+        let want = CertError::Expired { not_after: UnixTime(NOT_AFTER), now: late };
+        assert_eq!(verify(&cert, Reading::synced(late), None), Err(want));
+        // An unsynced node whose build time is already past not_after refuses it too.
+        assert_eq!(verify(&cert, Reading::unsynced(late), None), Err(want));
+        let text = want.to_string();
+        assert!(text.contains("2027-01-15T08:00:00Z") && text.contains("hostctl node sign"), "{text}");
+    }
+
+    #[test]
+    fn not_before_is_checked_only_when_synced() {
+        let cert = signed_cert(&body_for(&node_key()));
+        let early = UnixTime(NOT_BEFORE - 1);
+        assert_eq!(
+            verify(&cert, Reading::synced(early), None),
+            Err(CertError::NotYetValid { not_before: UnixTime(NOT_BEFORE), now: early })
+        );
+        // A router that booted with only its (older) build time accepts it.
+        assert!(verify(&cert, Reading::unsynced(UnixTime(1_700_000_000)), None).is_ok());
+    }
+
+    #[test]
+    fn revoked_serials_are_refused_and_other_namespaces_lists_ignored() {
+        let cert = signed_cert(&body_for(&node_key()));
+        let list = revocations(&[3, 7], ns());
+        assert_eq!(verify(&cert, Reading::synced(MID), Some(&list)), Err(CertError::Revoked { serial: 7 }));
+        assert!(verify(&cert, Reading::synced(MID), Some(&revocations(&[3, 8], ns()))).is_ok());
+        assert!(verify(&cert, Reading::synced(MID), Some(&revocations(&[7], [9; 16]))).is_ok());
+        assert!(verify(&cert, Reading::synced(MID), Some(&revocations(&[], ns()))).is_ok());
+    }
+
+    #[test]
+    fn other_namespace_and_other_ca_are_refused() {
+        let mut body = body_for(&node_key());
+        body.namespace = [9; 16];
+        assert_eq!(
+            verify(&signed_cert(&body), Reading::synced(MID), None),
+            Err(CertError::WrongNamespace { expected: ns(), found: [9; 16] })
+        );
+        // Signed by another CA, naming it as issuer.
+        let other = CaKey::from_signing_key(&other_key());
+        let mut body = body_for(&node_key());
+        body.issuer = other.id();
+        let mut out = [0u8; CERT_MAX_LEN];
+        let n = sign_cert(&body, &other_key(), &mut out).unwrap();
+        assert_eq!(
+            verify(&out[..n], Reading::synced(MID), None),
+            Err(CertError::WrongIssuer { expected: ca().id(), found: other.id() })
+        );
+        // ... and with the right CA trusted, it verifies.
+        let c = Certificate::parse(&out[..n]).unwrap();
+        assert!(c.verify(&other, &ns(), Reading::synced(MID), None).is_ok());
+        // Another key that claims our CA's id: the signature fails.
+        let forged = force_sign(Kind::Certificate, &body_for(&node_key()), &other_key());
+        assert_eq!(verify(&forged, Reading::synced(MID), None), Err(CertError::BadSignature));
+    }
+
+    #[test]
+    fn every_changed_byte_is_refused() {
+        let cert = signed_cert(&body_for(&node_key()));
+        for i in 0..cert.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut t = cert.clone();
+                t[i] ^= bit;
+                assert!(verify(&t, Reading::synced(MID), None).is_err(), "byte {i} bit {bit:#x}");
+            }
+        }
+        // A body byte that still decodes (the x25519 key) is caught by the signature.
+        let mut t = cert.clone();
+        t[HEADER_LEN + 1 + 16 + 3 + 64] ^= 1;
+        assert_eq!(verify(&t, Reading::synced(MID), None), Err(CertError::BadSignature));
+    }
+
+    #[test]
+    fn truncated_or_extended_bytes_are_malformed() {
+        let cert = signed_cert(&body_for(&node_key()));
+        for n in 0..cert.len() {
+            assert_eq!(Certificate::parse(&cert[..n]), Err(CertError::Malformed), "prefix {n}");
+        }
+        let mut long = cert.clone();
+        long.push(0);
+        assert_eq!(Certificate::parse(&long), Err(CertError::Malformed));
+        // `split` takes one object off the front and leaves the rest.
+        let (s, rest) = Signed::split(&long).unwrap();
+        assert_eq!((s.bytes(), rest), (&cert[..], &[0u8][..]));
+        // A body with a trailing byte inside a correct frame.
+        let mut body = [0u8; CERT_BODY_MAX_LEN + 1];
+        let n = postcard::to_slice(&body_for(&node_key()), &mut body).unwrap().len();
+        let mut out = [0u8; CERT_MAX_LEN + 1];
+        let len = sign_object(Kind::Certificate, &ca_key(), &mut out, |b| {
+            b[..=n].copy_from_slice(&body[..=n]);
+            Ok(n + 1)
+        })
+        .unwrap();
+        assert_eq!(Certificate::parse(&out[..len]), Err(CertError::Malformed));
+    }
+
+    #[test]
+    fn node_id_mismatch_is_refused_by_signer_and_verifier() {
+        let mut body = body_for(&node_key());
+        body.node_id[0] ^= 1;
+        let mut out = [0u8; CERT_MAX_LEN];
+        assert_eq!(sign_cert(&body, &ca_key(), &mut out), Err(SignError::NodeIdMismatch));
+        let forced = force_sign(Kind::Certificate, &body, &ca_key());
+        assert_eq!(verify(&forced, Reading::synced(MID), None), Err(CertError::NodeIdMismatch));
+    }
+
+    #[test]
+    fn weak_node_keys_are_refused() {
+        // The identity point: a valid encoding of small order.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let mut body = body_for(&node_key());
+        body.ed25519 = weak;
+        body.node_id = NodeId::from_public_key(&weak).0;
+        let mut out = [0u8; CERT_MAX_LEN];
+        assert_eq!(sign_cert(&body, &ca_key(), &mut out), Err(SignError::BadKey));
+        let forced = force_sign(Kind::Certificate, &body, &ca_key());
+        assert_eq!(verify(&forced, Reading::synced(MID), None), Err(CertError::BadKey));
+        assert_eq!(CaKey::from_bytes(&weak), Err(CertError::BadKey));
+        assert_eq!(RecordSig([0; 64]).verify(b"x", &weak), Err(CertError::BadKey));
+    }
+
+    #[test]
+    fn wrong_kind_and_version_are_named() {
+        let mut out = [0u8; NAMESPACE_DOC_MAX_LEN];
+        let n = sign_namespace_doc(&doc(), &ca_key(), &mut out).unwrap();
+        assert_eq!(
+            Certificate::parse(&out[..n]),
+            Err(CertError::WrongKind { expected: Kind::Certificate, found: Kind::NamespaceDoc })
+        );
+        let mut body = body_for(&node_key());
+        body.version = 2;
+        let mut out = [0u8; CERT_MAX_LEN];
+        assert_eq!(sign_cert(&body, &ca_key(), &mut out), Err(SignError::UnsupportedVersion(2)));
+        let forced = force_sign(Kind::Certificate, &body, &ca_key());
+        assert_eq!(Certificate::parse(&forced), Err(CertError::UnsupportedVersion(2)));
+        let mut t = forced.clone();
+        t[0] = 9;
+        assert_eq!(
+            Signed::parse_kind(&t, Kind::Certificate),
+            Err(CertError::WrongKind { expected: Kind::Certificate, found: Kind::Unknown(9) })
+        );
+    }
+
+    #[test]
+    fn signing_refuses_small_buffers_and_the_max_lengths_fit() {
+        let body = body_for(&node_key());
+        let need = signed_cert(&body).len();
+        for len in 0..need {
+            let mut out = std::vec![0u8; len];
+            assert_eq!(sign_cert(&body, &ca_key(), &mut out), Err(SignError::BufferTooSmall), "{len}");
+        }
+        let mut body = body;
+        body.name = String::try_from("abcdefghijklmnopqrstuvwxyz012345").unwrap();
+        (body.serial, body.not_before, body.not_after, body.roles) = (u64::MAX, u64::MAX, u64::MAX, 0xff);
+        let mut out = [0u8; CERT_MAX_LEN];
+        assert_eq!(sign_cert(&body, &ca_key(), &mut out), Ok(CERT_MAX_LEN));
+        let mut d = doc();
+        d.name = String::try_from("abcdefghijklmnopqrstuvwxyz012345").unwrap();
+        d.id = namespace_id(&d.ca, &d.name);
+        d.domain = String::try_from("a".repeat(64).as_str()).unwrap();
+        (d.doc_version, d.mode, d.prefix) = (u64::MAX, 0xff, 0xff);
+        let mut out = [0u8; NAMESPACE_DOC_MAX_LEN];
+        assert_eq!(sign_namespace_doc(&d, &ca_key(), &mut out), Ok(NAMESPACE_DOC_MAX_LEN));
+        let mut list = revocations(&[u64::MAX; MAX_REVOKED], ns());
+        (list.list_version, list.issued) = (u64::MAX, u64::MAX);
+        let mut out = std::vec![0u8; REVOCATION_LIST_MAX_LEN];
+        assert_eq!(sign_revocation_list(&list, &ca_key(), &mut out), Ok(REVOCATION_LIST_MAX_LEN));
+        let mut big = std::vec![0u8; MAX_BODY_LEN + OVERHEAD + 10];
+        let rec = std::vec![1u8; MAX_BODY_LEN + 1];
+        assert_eq!(RecordSig::sign_framed(&rec, &node_key(), &mut big), Err(SignError::BodyTooLong));
+        assert_eq!(RecordSig::sign_framed(&rec[..MAX_BODY_LEN], &node_key(), &mut big), Ok(big.len() - 10));
+    }
+
+    #[test]
+    fn namespace_document_checks() {
+        let mut out = [0u8; NAMESPACE_DOC_MAX_LEN];
+        let n = sign_namespace_doc(&doc(), &ca_key(), &mut out).unwrap();
+        assert_eq!(NamespaceDoc::parse_verified(&out[..n], &ca()), Ok(doc()));
+        let other = CaKey::from_signing_key(&other_key());
+        assert_eq!(
+            NamespaceDoc::parse_verified(&out[..n], &other),
+            Err(CertError::WrongIssuer { expected: other.id(), found: ca().id() })
+        );
+        let mut bad = doc();
+        bad.id = [1; 16];
+        assert_eq!(sign_namespace_doc(&bad, &ca_key(), &mut out), Err(SignError::WrongNamespaceId));
+        let forced = force_sign(Kind::NamespaceDoc, &bad, &ca_key());
+        assert_eq!(
+            NamespaceDoc::parse_verified(&forced, &ca()),
+            Err(CertError::WrongNamespace { expected: ns(), found: [1; 16] })
+        );
+        assert_eq!(sign_namespace_doc(&doc(), &other_key(), &mut out), Err(SignError::WrongIssuer));
+        // The document's CA key claims ours, but another key signed it.
+        let forced = force_sign(Kind::NamespaceDoc, &doc(), &other_key());
+        assert_eq!(NamespaceDoc::parse_verified(&forced, &ca()), Err(CertError::BadSignature));
+    }
+
+    #[test]
+    fn revocation_list_checks() {
+        let list = revocations(&[1, 2, 3], ns());
+        let mut out = [0u8; REVOCATION_LIST_MAX_LEN];
+        let n = sign_revocation_list(&list, &ca_key(), &mut out).unwrap();
+        assert_eq!(RevocationList::parse_verified(&out[..n], &ca(), &ns()), Ok(list.clone()));
+        assert_eq!(
+            RevocationList::parse_verified(&out[..n], &ca(), &[5; 16]),
+            Err(CertError::WrongNamespace { expected: [5; 16], found: ns() })
+        );
+        let other = CaKey::from_signing_key(&other_key());
+        assert_eq!(RevocationList::parse_verified(&out[..n], &other, &ns()), Err(CertError::BadSignature));
+        // More than MAX_REVOKED serials do not decode.
+        let many: StdVec<u64> = (0..=MAX_REVOKED as u64).collect();
+        let forced =
+            force_sign(Kind::RevocationList, &(VERSION, ns(), 1u64, many.as_slice(), 0u64), &ca_key());
+        assert_eq!(RevocationList::parse_verified(&forced, &ca(), &ns()), Err(CertError::Malformed));
+    }
+
+    #[test]
+    fn record_signatures() {
+        let owner = node_key().verifying_key().to_bytes();
+        let rec = b"vngate dht record";
+        let sig = RecordSig::sign(rec, &node_key());
+        assert_eq!(sig.verify(rec, &owner), Ok(()));
+        assert_eq!(sig.verify(b"vngate dht recorD", &owner), Err(CertError::BadSignature));
+        assert_eq!(sig.verify(rec, &other_key().verifying_key().to_bytes()), Err(CertError::BadSignature));
+        let framed = record_framed();
+        assert_eq!(RecordSig::verify_framed(&framed, &owner), Ok(&rec[..]));
+        assert_eq!(&framed[framed.len() - 64..], &sig.0[..]);
+        let mut t = framed.clone();
+        t[5] ^= 4;
+        assert_eq!(RecordSig::verify_framed(&t, &owner), Err(CertError::BadSignature));
+        // A certificate's signature does not verify as a record: the kind is signed.
+        let cert = signed_cert(&body_for(&node_key()));
+        let s = Signed::parse(&cert).unwrap();
+        let as_record = RecordSig(*s.signature());
+        assert_eq!(
+            as_record.verify(s.body(), &ca_key().verifying_key().to_bytes()),
+            Err(CertError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn error_sentences_say_what_to_do() {
+        for e in [
+            CertError::Malformed,
+            CertError::BadSignature,
+            CertError::NodeIdMismatch,
+            CertError::Revoked { serial: 7 },
+            CertError::WrongIssuer { expected: [1; 8], found: [2; 8] },
+            CertError::WrongNamespace { expected: [1; 16], found: [2; 16] },
+        ] {
+            let t = e.to_string();
+            assert!(t.contains("hostctl") || t.contains("admin"), "{t}");
+        }
+        let t = CertError::WrongIssuer { expected: [1; 8], found: [2; 8] }.to_string();
+        assert!(t.contains("0202020202020202") && t.contains("0101010101010101"), "{t}");
+    }
+
+    fn any_body() -> impl Strategy<Value = CertBody> {
+        (
+            any::<[u8; 32]>(),
+            "[a-z0-9-]{0,32}",
+            any::<[u8; 32]>(),
+            any::<u8>(),
+            any::<u64>(),
+            (any::<u64>(), any::<u64>()),
+        )
+            .prop_map(|(seed, name, x25519, roles, serial, (a, b))| {
+                let ed = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+                CertBody {
+                    version: VERSION,
+                    namespace: ns(),
+                    name: String::try_from(name.as_str()).unwrap(),
+                    node_id: NodeId::from_public_key(&ed).0,
+                    ed25519: ed,
+                    x25519,
+                    roles,
+                    serial,
+                    not_before: a.min(b),
+                    not_after: a.max(b),
+                    issuer: ca().id(),
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn certificates_round_trip(body in any_body()) {
+            let cert = signed_cert(&body);
+            let c = Certificate::parse(&cert).unwrap();
+            prop_assert_eq!(c.body(), &body);
+            let now = Reading::synced(UnixTime(body.not_before));
+            let info = c.verify(&ca(), &ns(), now, None).unwrap();
+            prop_assert_eq!(info.serial, body.serial);
+            prop_assert_eq!(info.node_id.0, body.node_id);
+        }
+
+        #[test]
+        fn revocation_lists_round_trip(serials in proptest::collection::vec(any::<u64>(), 0..40), v: u64) {
+            let mut list = revocations(&serials, ns());
+            list.list_version = v;
+            let mut out = [0u8; REVOCATION_LIST_MAX_LEN];
+            let n = sign_revocation_list(&list, &ca_key(), &mut out).unwrap();
+            prop_assert_eq!(RevocationList::parse_verified(&out[..n], &ca(), &ns()), Ok(list));
+        }
+
+        #[test]
+        fn namespace_docs_round_trip(name in "[a-z]{1,32}", domain in "[a-z.]{0,64}", v: u64, egress: bool) {
+            let mut d = doc();
+            d.name = String::try_from(name.as_str()).unwrap();
+            d.id = ca().namespace_id(&d.name);
+            d.domain = String::try_from(domain.as_str()).unwrap();
+            (d.doc_version, d.egress) = (v, egress);
+            let mut out = [0u8; NAMESPACE_DOC_MAX_LEN];
+            let n = sign_namespace_doc(&d, &ca_key(), &mut out).unwrap();
+            prop_assert_eq!(NamespaceDoc::parse_verified(&out[..n], &ca()), Ok(d));
+        }
+
+        #[test]
+        fn records_round_trip(rec in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut out = [0u8; 400];
+            let n = RecordSig::sign_framed(&rec, &node_key(), &mut out).unwrap();
+            let owner = node_key().verifying_key().to_bytes();
+            prop_assert_eq!(RecordSig::verify_framed(&out[..n], &owner), Ok(&rec[..]));
+        }
+    }
+}

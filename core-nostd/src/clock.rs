@@ -178,8 +178,10 @@ impl<const PEERS: usize> WallClock<PEERS> {
 
     /// True once an SNTP answer came in or two peers agreed on the time.
     pub fn synced(&self) -> bool {
-        // Peers' estimates all advance at the same rate, so whether two agree does not depend on `now`.
-        self.sntp.is_some() || self.peer_estimate(Instant::ZERO).is_some()
+        // Peers' estimates all advance at the same rate, so whether two agree does not depend on `now`,
+        // as long as it is not before any sample came in.
+        let newest = self.peers.iter().map(|s| s.at).max().unwrap_or(Instant::ZERO);
+        self.sntp.is_some() || self.peer_estimate(newest).is_some()
     }
 
     /// The latest known wall time at `now` (the build time at least; see the module doc).
@@ -267,6 +269,21 @@ mod tests {
         assert!(c.synced());
         assert_eq!(c.latest(at(20)), t.add_secs(10));
         assert_eq!(c.now(at(20)), Some(t.add_secs(10)));
+    }
+
+    #[test]
+    fn peers_heard_at_different_times_are_compared_at_the_same_instant() {
+        let mut c = DefaultWallClock::new(BUILD, at(0));
+        let t = BUILD.add_secs(50 * 86_400);
+        c.on_peer_time(at(0), &peer(1), t);
+        c.on_peer_time(at(1000), &peer(2), t.add_secs(1000));
+        assert!(c.synced());
+        assert_eq!(c.latest(at(1000)), t.add_secs(1000));
+        // The same times heard at the same instant are 1000 s apart: no agreement.
+        let mut c = DefaultWallClock::new(BUILD, at(0));
+        c.on_peer_time(at(1000), &peer(1), t);
+        c.on_peer_time(at(1000), &peer(2), t.add_secs(1000));
+        assert!(!c.synced());
     }
 
     #[test]

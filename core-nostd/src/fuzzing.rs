@@ -3,6 +3,7 @@
 //! re-emits what parsed and parses that again; any panic is a bug.
 #![allow(missing_docs)]
 
+mod cert;
 mod control;
 mod dhcp;
 #[cfg(feature = "alloc")]
@@ -11,6 +12,7 @@ mod dns;
 mod node_lan;
 mod overlay;
 
+pub use cert::cert;
 pub use control::control;
 pub use dhcp::dhcp;
 #[cfg(feature = "alloc")]
