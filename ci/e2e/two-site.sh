@@ -163,6 +163,14 @@ step_nodes() {
     for n in "${VT_ROUTERS[@]}"; do
         vt_check "vngate on $n opened and set up its TAP" vt_tap_ready "$n" vn0
     done
+    # Every node was provisioned as on a device (keygen, then hostctl node sign) and its daemon accepted the
+    # certificate at start (a rejected one stops it).
+    if [ -n "${VT_ADMIN:-}" ]; then
+        for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}" i1; do
+            across "$n started with its certificate (hostctl node sign)" \
+                grep -q 'certificate serial' "$VT_WORK/vngate-$n.log"
+        done
+    fi
 }
 
 # ---- leases ------------------------------------------------------------------------------------------------
