@@ -7,6 +7,7 @@
 pub mod control;
 pub mod dhcp;
 pub mod dns;
+pub mod handshake;
 pub mod overlay;
 
 use smoltcp::phy::ChecksumCapabilities;
