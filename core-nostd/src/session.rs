@@ -525,7 +525,10 @@ impl<const N: usize, const IPS: usize> Sessions<N, IPS> {
             Some(MessageType::Handshake) => self.initiation(now, src, msg, wall, rng, verifier, stats, out),
             Some(MessageType::HandshakeResponse) => self.response(now, msg, verifier, stats),
             Some(MessageType::CookieReply) => self.cookie_reply(now, msg, stats),
-            _ => None,
+            _ => {
+                stats.malformed += 1;
+                None
+            }
         };
         outcome.unwrap_or(HandshakeOutcome::Dropped)
     }
