@@ -474,3 +474,154 @@ fn prologue_binds_the_namespace() {
     assert_eq!(b.handle(t(0), a.addr, &init).0, HandshakeOutcome::Dropped);
     assert_eq!(b.stats.handshake_failed, 1);
 }
+
+// Interop with snow 0.10 (another Noise implementation) on the same IK pattern and prologue, both ways.
+// The session framing (indices, macs, payload layout) is ours; the Noise messages go to snow unchanged.
+
+const PATTERN: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+
+/// A transport message sealed with a raw key, as the wire format says (header bytes as AD).
+fn raw_seal(key: &[u8; 32], receiver: u32, counter: u64, payload: &[u8]) -> StdVec<u8> {
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::KeyInit;
+    let mut m = std::vec![0xC0, 0x10, 0, 0];
+    m.extend_from_slice(&receiver.to_be_bytes());
+    m.extend_from_slice(&counter.to_be_bytes());
+    let mut body = payload.to_vec();
+    let c = chacha20poly1305::ChaCha20Poly1305::new(key.into());
+    let tag = c.encrypt_in_place_detached(&transport::nonce(counter), &m, &mut body).unwrap();
+    m.extend_from_slice(&body);
+    m.extend_from_slice(&tag);
+    m
+}
+
+/// Open a transport message with a raw key.
+fn raw_open(key: &[u8; 32], msg: &[u8]) -> Option<StdVec<u8>> {
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::KeyInit;
+    let (h, rest) = msg.split_at(16);
+    let (body, tag) = rest.split_at(rest.len() - 16);
+    let counter = u64::from_be_bytes(h[8..16].try_into().unwrap());
+    let mut body = body.to_vec();
+    let c = chacha20poly1305::ChaCha20Poly1305::new(key.into());
+    c.decrypt_in_place_detached(&transport::nonce(counter), h, &mut body, tag.into()).ok()?;
+    Some(body)
+}
+
+/// snow's own transport (no associated data) gives what our cipher gives with the same key and nonce.
+fn snow_transport_matches(snow: snow::StatelessTransportState, key: &[u8; 32], initiator: bool) {
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::KeyInit;
+    let mut out = [0u8; 64];
+    let n = snow.write_message(3, b"same keys", &mut out).unwrap();
+    let mut ours = *b"same keys";
+    let c = chacha20poly1305::ChaCha20Poly1305::new(key.into());
+    let tag = c.encrypt_in_place_detached(&transport::nonce(3), b"", &mut ours).unwrap();
+    let who = if initiator { "initiator" } else { "responder" };
+    assert_eq!((&out[..9], &out[9..n]), (&ours[..], &tag[..]), "snow as {who}");
+}
+
+#[test]
+fn interop_clatter_initiator_snow_responder() {
+    let mut a = Side::new(1, 1);
+    let resp_secret = [0x33u8; 32];
+    let resp_pub = noise::public_key(&resp_secret);
+    a.s.connect(t(0), &resp_pub, &mut a.stats).unwrap();
+    let init = a.initiation(t(0)).unwrap();
+    let n = init.len();
+    assert_eq!(init[n - 32..n - 16], cookie::mac(&cookie::mac1_key(&resp_pub), &[&init[..n - 32]]));
+
+    let prologue = noise::prologue(&NS);
+    let mut snow_r = snow::Builder::new(PATTERN.parse().unwrap())
+        .local_private_key(&resp_secret)
+        .unwrap()
+        .prologue(&prologue)
+        .unwrap()
+        .fixed_ephemeral_key_for_testing_only(&[0x44; 32])
+        .build_responder()
+        .unwrap();
+    let mut plain = [0u8; 1024];
+    let pn = snow_r.read_message(&init[8..n - 32], &mut plain).expect("snow reads clatter's initiation");
+    let p = InitPayload::parse(&plain[..pn]).unwrap();
+    assert_eq!((p.boot, p.wall, p.credentials), (1, Some(1_700_000_000), &creds(&a.public())[..]));
+    assert_eq!(snow_r.get_remote_static().unwrap(), a.public());
+
+    let c = creds(&resp_pub);
+    let rp = RespPayload { wall: Some(5), credentials: &c };
+    let plen = rp.emit(&mut plain).unwrap();
+    let sender = u32::from_be_bytes(init[4..8].try_into().unwrap());
+    let repr =
+        HeaderRepr { kind: Kind::Response, sender: 0x0bad_cafe, receiver: sender, noise_len: 32 + plen + 16 };
+    let mut resp = std::vec![0u8; repr.buffer_len()];
+    let rl = resp.len();
+    repr.emit(&mut HsPacket::new_unchecked(&mut resp[..], Kind::Response));
+    assert_eq!(snow_r.write_message(&plain[..plen], &mut resp[12..rl - 32]).unwrap(), repr.noise_len);
+    let mac1 = cookie::mac(&cookie::mac1_key(&a.public()), &[&resp[..rl - 32]]);
+    resp[rl - 32..rl - 16].copy_from_slice(&mac1);
+    let (o, _) = a.handle(t(0), SocketAddr::from(([192, 0, 2, 9], 1)), &resp);
+    let HandshakeOutcome::Established(e) = o else { panic!("{o:?}") };
+    assert_eq!(e.identity.node_id, NodeId(resp_pub));
+
+    let (i2r, r2i) = snow_r.dangerously_get_raw_split();
+    let msg = a.seal(t(0), &resp_pub, b"clatter to snow").unwrap();
+    assert_eq!(msg[4..8], 0x0bad_cafe_u32.to_be_bytes());
+    assert_eq!(raw_open(&i2r, &msg).unwrap(), b"clatter to snow");
+    let back = raw_seal(&r2i, sender, 0, b"snow to clatter");
+    assert_eq!(a.open(t(0), &back).unwrap().1, b"snow to clatter");
+    snow_transport_matches(snow_r.into_stateless_transport_mode().unwrap(), &r2i, false);
+}
+
+#[test]
+fn interop_snow_initiator_clatter_responder() {
+    let mut b = Side::new(2, 1);
+    let init_secret = [0x55u8; 32];
+    let init_pub = noise::public_key(&init_secret);
+    let prologue = noise::prologue(&NS);
+    let mut snow_i = snow::Builder::new(PATTERN.parse().unwrap())
+        .local_private_key(&init_secret)
+        .unwrap()
+        .remote_public_key(&b.public())
+        .unwrap()
+        .prologue(&prologue)
+        .unwrap()
+        .fixed_ephemeral_key_for_testing_only(&[0x66; 32])
+        .build_initiator()
+        .unwrap();
+    let c = creds(&init_pub);
+    let ip = InitPayload { boot: 3, mono_micros: 42, wall: None, credentials: &c };
+    let mut plain = [0u8; 1024];
+    let plen = ip.emit(&mut plain).unwrap();
+    let repr = HeaderRepr {
+        kind: Kind::Initiation,
+        sender: 0xabcd_0001,
+        receiver: 0,
+        noise_len: 32 + 48 + plen + 16,
+    };
+    let mut init = std::vec![0u8; repr.buffer_len()];
+    let n = init.len();
+    repr.emit(&mut HsPacket::new_unchecked(&mut init[..], Kind::Initiation));
+    assert_eq!(snow_i.write_message(&plain[..plen], &mut init[8..n - 32]).unwrap(), repr.noise_len);
+    let mac1 = cookie::mac(&cookie::mac1_key(&b.public()), &[&init[..n - 32]]);
+    init[n - 32..n - 16].copy_from_slice(&mac1);
+
+    let (o, resp) = b.handle(t(0), SocketAddr::from(([192, 0, 2, 9], 1)), &init);
+    let HandshakeOutcome::Reply { established: Some(e), .. } = o else { panic!("{o:?}") };
+    assert_eq!((e.remote, e.initiator), (init_pub, false));
+    assert_eq!(resp[8..12], 0xabcd_0001_u32.to_be_bytes());
+    let rl = resp.len();
+    assert_eq!(resp[rl - 32..rl - 16], cookie::mac(&cookie::mac1_key(&init_pub), &[&resp[..rl - 32]]));
+    let pn = snow_i.read_message(&resp[12..rl - 32], &mut plain).expect("snow reads clatter's response");
+    let rp = RespPayload::parse(&plain[..pn]).unwrap();
+    assert_eq!(rp.credentials, &creds(&b.public())[..]);
+    assert!(snow_i.is_handshake_finished());
+
+    let (i2r, r2i) = snow_i.dangerously_get_raw_split();
+    let b_index = u32::from_be_bytes(resp[4..8].try_into().unwrap());
+    let msg = raw_seal(&i2r, b_index, 0, b"snow to clatter");
+    let (o, got) = b.open(t(0), &msg).unwrap();
+    assert_eq!((o.remote, &got[..]), (init_pub, &b"snow to clatter"[..]));
+    let back = b.seal(t(0), &init_pub, b"clatter to snow").unwrap();
+    assert_eq!(back[4..8], 0xabcd_0001_u32.to_be_bytes());
+    assert_eq!(raw_open(&r2i, &back).unwrap(), b"clatter to snow");
+    snow_transport_matches(snow_i.into_stateless_transport_mode().unwrap(), &i2r, true);
+}
