@@ -25,6 +25,7 @@ fn corpora_replay_without_panic() {
         ("node_lan", vn_core::fuzzing::node_lan),
         ("control", vn_core::fuzzing::control),
         ("dht", vn_core::fuzzing::dht),
+        ("handshake", vn_core::fuzzing::handshake),
     ] {
         let n = replay(name, f);
         assert!(n > 0, "the {name} corpus is empty: seed it with real captures");

@@ -61,7 +61,7 @@ impl ReplayWindow {
                 // Clear the bits of the counters skipped over (their slots held counters WINDOW older).
                 let mut k = self.next;
                 while k < c {
-                    if k % 64 == 0 && c - k >= 64 {
+                    if k & 63 == 0 && c - k >= 64 {
                         self.bits[((k % WINDOW) / 64) as usize] = 0;
                         k += 64;
                     } else {

@@ -48,12 +48,17 @@ pub(crate) fn creds(public: &[u8; 32]) -> [u8; 33] {
 #[derive(Default)]
 pub(crate) struct TestVerifier {
     pub(crate) refuse: bool,
+    /// Accept any credentials (as the fuzz target does).
+    pub(crate) any: bool,
 }
 
 impl Verifier for TestVerifier {
     fn verify(&mut self, c: &[u8], remote: &[u8; 32], _wall: Option<u64>) -> Result<PeerIdentity, Reject> {
         if self.refuse {
             return Err(Reject::NotAllowed);
+        }
+        if self.any {
+            return Ok(PeerIdentity { node_id: NodeId(*remote), roles: 0 });
         }
         let (key, roles) = c.split_at_checked(32).ok_or(Reject::BadCredentials)?;
         if key != remote {
@@ -624,4 +629,123 @@ fn interop_snow_initiator_clatter_responder() {
     assert_eq!(back[4..8], 0xabcd_0001_u32.to_be_bytes());
     assert_eq!(raw_open(&r2i, &back).unwrap(), b"clatter to snow");
     snow_transport_matches(snow_i.into_stateless_transport_mode().unwrap(), &i2r, true);
+}
+
+/// Writes the seed corpus of the `handshake` fuzz target from real handshakes with the target's keys
+/// (`cargo test -p vn-core --lib write_handshake_fuzz_corpus -- --ignored`).
+#[test]
+#[ignore]
+fn write_handshake_fuzz_corpus() {
+    use crate::fuzzing::{handshake_target, INITIATOR_SECRET, NAMESPACE, RESPONDER_SECRET, SEP};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/handshake");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, ctl: u8, parts: &[&[u8]]| {
+        let mut f = std::vec![ctl];
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                f.extend_from_slice(SEP);
+            }
+            f.extend_from_slice(p);
+        }
+        std::fs::write(dir.join(name), f).unwrap();
+    };
+    // The initiator side: INITIATOR_SECRET's key, talking to the target.
+    let peer = |boot| {
+        let keys = StaticKeys::from_secret(INITIATOR_SECRET);
+        let mut side = Side::new(9, boot);
+        side.s = Sessions::new(keys, &NAMESPACE, boot, b"cred", 50, Instant::ZERO).unwrap();
+        side
+    };
+    let resp_pub = noise::public_key(&RESPONDER_SECRET);
+    let mut a = peer(2);
+    a.v.any = true;
+    a.s.connect(t(0), &resp_pub, &mut a.stats).unwrap();
+    let init = a.initiation(t(0)).unwrap();
+    write("initiation", 0x05, &[&init]);
+    write("initiation_under_load", 0x85, &[&init]);
+    write("initiation_replayed", 0x05, &[&init, &init]);
+
+    // An initiation answered by a replica of the target, then transport from the initiator.
+    let (mut replica, mut rrng, mut rstats) = handshake_target(0x06).unwrap();
+    let mut out = [0u8; MAX_HANDSHAKE_LEN];
+    let o = replica.handle_handshake(
+        t(0),
+        a.addr,
+        &init,
+        Some(1),
+        &mut rrng,
+        &mut TestVerifier { refuse: false, any: true },
+        &mut rstats,
+        &mut out,
+    );
+    let HandshakeOutcome::Reply { len, established: Some(_) } = o else { panic!("{o:?}") };
+    assert!(matches!(a.handle(t(0), a.addr, &out[..len]).0, HandshakeOutcome::Established(_)));
+    let data = a.seal(t(0), &resp_pub, b"a transport frame").unwrap();
+    write("initiation_then_data", 0x06, &[&init, &data, &data]);
+
+    // A response and a cookie reply to the target's own initiation.
+    let mut b = peer(3);
+    b.v.any = true;
+    let (o, resp) = b.handle(t(0), a.addr, &first_initiation(0x07));
+    assert!(matches!(o, HandshakeOutcome::Reply { established: Some(_), .. }), "{o:?}");
+    write("response_to_pending", 0x07, &[&resp]);
+    b.s.set_under_load(true);
+    let (_, cookie) = b.handle(t(0), a.addr, &first_initiation(0x08));
+    write("cookie_reply_to_pending", 0x08, &[&cookie]);
+}
+
+/// The initiation the fuzz target sends at setup with control byte `ctl` (same seed, same steps).
+fn first_initiation(ctl: u8) -> StdVec<u8> {
+    use crate::fuzzing::{INITIATOR_SECRET, NAMESPACE, RESPONDER_SECRET};
+    let mut rng = TestRng::new(u64::from(ctl));
+    let mut stats = Stats::default();
+    let keys = StaticKeys::from_secret(RESPONDER_SECRET);
+    let mut s: Sessions<4, 4> = Sessions::new(keys, &NAMESPACE, 1, b"cred", 50, Instant::ZERO).unwrap();
+    let init_pub = noise::public_key(&INITIATOR_SECRET);
+    s.connect(Instant::ZERO, &init_pub, &mut stats).unwrap();
+    let mut out = [0u8; MAX_HANDSHAKE_LEN];
+    let (n, _) = s.poll_initiation(Instant::ZERO, &mut rng, None, &mut out).unwrap();
+    out[..n].to_vec()
+}
+
+/// The seed corpus reaches past the cryptography: a response completes the target's handshake and a
+/// transport message opens (so the fuzzer starts from deep states).
+#[test]
+fn fuzz_seeds_reach_established_states() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/handshake");
+    let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    let f = read("response_to_pending");
+    let (mut s, mut rng, mut stats) = crate::fuzzing::handshake_target(f[0]).unwrap();
+    let mut out = [0u8; MAX_HANDSHAKE_LEN];
+    let mut v = TestVerifier { refuse: false, any: true };
+    let o = s.handle_handshake(
+        t(0),
+        "192.0.2.1:1".parse().unwrap(),
+        &f[1..],
+        None,
+        &mut rng,
+        &mut v,
+        &mut stats,
+        &mut out,
+    );
+    assert!(matches!(o, HandshakeOutcome::Established(_)), "{o:?}");
+    let f = read("initiation_then_data");
+    let sep = f.windows(4).position(|w| w == crate::fuzzing::SEP).unwrap();
+    let (mut s, mut rng, mut stats) = crate::fuzzing::handshake_target(f[0]).unwrap();
+    let o = s.handle_handshake(
+        t(0),
+        "192.0.2.1:1".parse().unwrap(),
+        &f[1..sep],
+        None,
+        &mut rng,
+        &mut v,
+        &mut stats,
+        &mut out,
+    );
+    assert!(matches!(o, HandshakeOutcome::Reply { established: Some(_), .. }), "{o:?}");
+    let mut data = f[sep + 4..].split(|_| false).next().unwrap().to_vec();
+    let end = data.windows(4).position(|w| w == crate::fuzzing::SEP).unwrap_or(data.len());
+    data.truncate(end);
+    assert!(s.decrypt(t(0), &mut data, &mut stats).is_some());
+    crate::fuzzing::handshake(&read("initiation_then_data"));
 }
