@@ -9,6 +9,7 @@ mod dhcp;
 #[cfg(feature = "alloc")]
 mod dht;
 mod dns;
+mod handshake;
 mod node_lan;
 mod overlay;
 
@@ -18,5 +19,8 @@ pub use dhcp::dhcp;
 #[cfg(feature = "alloc")]
 pub use dht::dht;
 pub use dns::dns;
+pub use handshake::{
+    handshake, target as handshake_target, INITIATOR_SECRET, NAMESPACE, RESPONDER_SECRET, SEP,
+};
 pub use node_lan::node_lan;
 pub use overlay::overlay;

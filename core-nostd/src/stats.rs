@@ -105,11 +105,41 @@ pub struct Stats {
     pub static_claims_failed: u64,
     /// Static claims released because their host was silent for [`crate::statics::STATIC_IDLE`].
     pub static_released: u64,
+    /// Handshake messages dropped before any DH: mac1 did not verify.
+    pub handshake_mac1_invalid: u64,
+    /// Initiations answered with a cookie reply instead of DH (under load, no valid mac2).
+    pub handshake_cookies_sent: u64,
+    /// Cookie replies dropped: they did not authenticate.
+    pub handshake_cookie_invalid: u64,
+    /// Initiations dropped before DH: the source IP exceeded its rate, or no bucket was free.
+    pub handshake_rate_limited: u64,
+    /// Initiations dropped: their (boot counter, monotonic time) was not above the last one seen from that key.
+    pub handshake_replayed: u64,
+    /// Handshakes refused by the credentials verifier.
+    pub handshake_rejected: u64,
+    /// Handshake messages dropped: Noise decryption failed or the payload did not parse.
+    pub handshake_failed: u64,
+    /// Responses and cookie replies dropped: no handshake of ours waits under that index.
+    pub handshake_unexpected: u64,
+    /// Handshakes given up after REKEY_ATTEMPT_TIME without a response.
+    pub handshake_timeouts: u64,
+    /// Peers refused a session slot: every slot holds a live session or a handshake.
+    pub sessions_full: u64,
+    /// Sessions established (both roles).
+    pub sessions_established: u64,
+    /// Transport messages dropped: no session has that receiver index.
+    pub transport_no_session: u64,
+    /// Transport messages dropped: their session is older than REJECT_AFTER_TIME.
+    pub transport_expired: u64,
+    /// Transport messages dropped: the AEAD tag did not verify.
+    pub transport_auth_failed: u64,
+    /// Transport messages dropped: counter seen before or behind the replay window.
+    pub transport_replayed: u64,
 }
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 50] {
+    pub fn fields(&self) -> [(&'static str, u64); 65] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -161,6 +191,21 @@ impl Stats {
             ("static_conflicts", self.static_conflicts),
             ("static_claims_failed", self.static_claims_failed),
             ("static_released", self.static_released),
+            ("handshake_mac1_invalid", self.handshake_mac1_invalid),
+            ("handshake_cookies_sent", self.handshake_cookies_sent),
+            ("handshake_cookie_invalid", self.handshake_cookie_invalid),
+            ("handshake_rate_limited", self.handshake_rate_limited),
+            ("handshake_replayed", self.handshake_replayed),
+            ("handshake_rejected", self.handshake_rejected),
+            ("handshake_failed", self.handshake_failed),
+            ("handshake_unexpected", self.handshake_unexpected),
+            ("handshake_timeouts", self.handshake_timeouts),
+            ("sessions_full", self.sessions_full),
+            ("sessions_established", self.sessions_established),
+            ("transport_no_session", self.transport_no_session),
+            ("transport_expired", self.transport_expired),
+            ("transport_auth_failed", self.transport_auth_failed),
+            ("transport_replayed", self.transport_replayed),
         ]
     }
 }

@@ -26,6 +26,7 @@ fn corpora_replay_without_panic() {
         ("control", vn_core::fuzzing::control),
         ("dht", vn_core::fuzzing::dht),
         ("cert", vn_core::fuzzing::cert),
+        ("handshake", vn_core::fuzzing::handshake),
     ] {
         let n = replay(name, f);
         assert!(n > 0, "the {name} corpus is empty: seed it with real captures");

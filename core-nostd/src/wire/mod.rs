@@ -7,6 +7,7 @@
 pub mod control;
 pub mod dhcp;
 pub mod dns;
+pub mod handshake;
 pub mod intro;
 pub mod ntp;
 pub mod overlay;

@@ -71,8 +71,12 @@ enum_with_unknown_u8! {
         Data = 0xC0,
         /// A control message (hello, RTT probe, DHT): [`super::control`].
         Control = 0xC1,
-        /// A handshake message: reserved for P3 (Noise IK).
+        /// A handshake initiation (Noise IK, first message): [`super::handshake`].
         Handshake = 0xC2,
+        /// A handshake response (Noise IK, second message): [`super::handshake`].
+        HandshakeResponse = 0xC3,
+        /// A cookie reply to a handshake initiation under load: [`super::handshake`].
+        CookieReply = 0xC4,
     }
 }
 
