@@ -709,6 +709,34 @@ impl<const C: usize, const L: usize> Members for Resolver<'_, C, L> {
     }
 }
 
+/// A storage node's member view: its table plus itself. A routing table never lists its owner, but a
+/// storage node is a member, and a replica of the keys it is among the `K` closest to.
+pub(crate) struct WithMe<'a> {
+    pub base: &'a dyn Members,
+    pub me: NodeId,
+}
+
+impl Members for WithMe<'_> {
+    fn each(&self, f: &mut dyn FnMut(&NodeId)) {
+        self.base.each(f);
+        if !self.base.contains(&self.me) {
+            f(&self.me);
+        }
+    }
+    fn contains(&self, id: &NodeId) -> bool {
+        *id == self.me || self.base.contains(id)
+    }
+    fn insert(&mut self, _id: NodeId) -> bool {
+        false
+    }
+    fn remove(&mut self, _id: &NodeId) -> bool {
+        false
+    }
+    fn len(&self) -> usize {
+        self.base.len() + usize::from(!self.base.contains(&self.me))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

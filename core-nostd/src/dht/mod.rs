@@ -725,11 +725,14 @@ impl<
         let out = &mut self.out;
         let mut full = 0;
         let mut sink = |to, m| push_out(out, &mut full, to, m);
+        // Kademlia (module [`kad`]): a routing table does not list us; the storage side needs us in.
+        let with_me = kad::WithMe { base: &self.members, me: self.me };
+        let members: &dyn Members = if self.members.complete() { &self.members } else { &with_me };
         let mut cx = storage::Ctx {
             now,
             me: self.me,
             namespace: self.namespace,
-            members: &self.members,
+            members,
             out: &mut sink,
             stats: &mut self.stats,
         };
