@@ -70,13 +70,16 @@ mod engines {
 
     type Engine<const B: usize, const KB: usize> = Dht<RoutingTable<B, KB>, 8, 8, 64>;
 
+    /// A datagram in flight: (arrival µs, sequence, to, from, bytes).
+    type InFlight = Reverse<(i64, u64, usize, usize, Vec<u8>)>;
+
     /// Storage nodes 0..n, and a client (index n) with a small table of 3 contacts.
     struct Net {
         storage: Vec<Engine<32, 8>>,
         client: Engine<32, 4>,
         ids: Vec<NodeId>,
         now: i64,
-        queue: BinaryHeap<Reverse<(i64, u64, usize, usize, Vec<u8>)>>,
+        queue: BinaryHeap<InFlight>,
         seq: u64,
     }
 
