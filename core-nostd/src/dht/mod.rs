@@ -77,6 +77,12 @@
 //! that change are future work; node churn with the same ids (leave without notice, rejoin empty) is
 //! covered.
 //!
+//! Kademlia mode (a member table that is not complete, [`kad`]): client ops look their key up first;
+//! a storage node votes on the keys it is among the `K` closest to in its routing table plus itself
+//! (its own neighbourhood is what a Kademlia table knows best). Not covered yet there: a replica's
+//! owner-liveness read of `node:<owner>` and a rejoining node's copy requests still use the routing
+//! table's view of those keys (no lookup), which is right only near the node.
+//!
 //! # Reads, audits, append
 //! A read returns the live record with the highest generation among `R` replies, ties to the
 //! lowest owner id; `Absent` only when `R` replicas say so. Owners renew every claim at TTL/3 and
