@@ -7,6 +7,8 @@
 //! probability, and partitions split the nodes into groups that cannot talk. Nodes can die without
 //! notice and come back empty. Everything comes from one seed: the same seed replays the same run.
 
+pub mod kad;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 

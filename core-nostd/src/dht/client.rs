@@ -231,7 +231,8 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             return Err(OpError::Busy);
         }
         let replicas = io.members.replica_set(&key);
-        if replicas.is_empty() {
+        // Empty with known members: a Kademlia lookup of the key runs first (kad.rs).
+        if replicas.is_empty() && io.members.is_empty() {
             return Err(OpError::NoReplicas);
         }
         self.next_op = self.next_op.wrapping_add(1);
@@ -278,6 +279,14 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         let epoch = self.node_epoch;
         let rid = self.rid();
         let op = &mut self.ops[i];
+        // Kademlia (kad.rs): the replica set comes from a lookup; wait for it (woken when it ends).
+        if op.replicas.is_empty() {
+            op.replicas = io.members.replica_set(&op.key);
+            if op.replicas.is_empty() {
+                op.backoff_until = Some(now + super::kad::RESOLVE_POLL);
+                return;
+            }
+        }
         if op.kind.node_bound()
             && !matches!(op.req, Req::Read | Req::Delete | Req::Append { .. })
             && !node_live
@@ -644,6 +653,14 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         op.backoff_until = Some(now + delay);
         if delay == Duration::ZERO {
             self.begin_attempt(io, i);
+        }
+    }
+
+    /// Kademlia (kad.rs): the lookup of `key` ended; the ops waiting for it start at the next
+    /// `handle_timeout`.
+    pub fn wake(&mut self, now: Instant, key: &Key) {
+        for op in self.ops.iter_mut().filter(|o| o.key == *key && o.replicas.is_empty()) {
+            op.backoff_until = Some(now);
         }
     }
 

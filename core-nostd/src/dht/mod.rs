@@ -14,8 +14,9 @@
 //! Storage nodes (the `dht` role) keep the full member table, so a lookup is one hop: the replica
 //! set of a key is the `K` = 5 members closest to it by XOR distance, with `W` = `R` = 3. With
 //! n < 5 storage nodes the replica set is all n and `W` = `R` = floor(n/2) + 1. Either way two write
-//! quorums share a replica and a read quorum meets every write quorum. Kademlia routing for more
-//! than about a thousand storage nodes is not built yet: every engine needs the member table.
+//! quorums share a replica and a read quorum meets every write quorum. Beyond the member table's
+//! capacity (about a thousand storage nodes), and on clients with a bounded list of contacts, a key's
+//! replica set is found by an iterative Kademlia lookup first and cached for a while ([`kad`]).
 //!
 //! # Compare-and-set
 //! A replica applies each write atomically against its state for the key (`storage::Storage::apply`):
@@ -76,6 +77,12 @@
 //! that change are future work; node churn with the same ids (leave without notice, rejoin empty) is
 //! covered.
 //!
+//! Kademlia mode (a member table that is not complete, [`kad`]): client ops look their key up first;
+//! a storage node votes on the keys it is among the `K` closest to in its routing table plus itself
+//! (its own neighbourhood is what a Kademlia table knows best). Not covered yet there: a replica's
+//! owner-liveness read of `node:<owner>` and a rejoining node's copy requests still use the routing
+//! table's view of those keys (no lookup), which is right only near the node.
+//!
 //! # Reads, audits, append
 //! A read returns the live record with the highest generation among `R` replies, ties to the
 //! lowest owner id; `Absent` only when `R` replicas say so. Owners renew every claim at TTL/3 and
@@ -85,6 +92,7 @@
 //! refreshes one (TTL 0 removes it), a read returns the union of `R` replies.
 
 mod client;
+pub mod kad;
 mod key;
 mod members;
 mod msg;
@@ -98,6 +106,7 @@ pub use msg::{
     Stamp, SyncChunk, SyncEntry, SyncRequest, Value, Write, WriteOp, WriteReply, WriteResult, BCAST_MAX,
     MAX_MEMBER, MAX_MESSAGE, MAX_VALUE, SYNC_ENTRIES, VERSION,
 };
+pub use msg::{FindNode, FindNodeReply, FOUND};
 
 use heapless::{Deque, Vec};
 use smoltcp::time::{Duration, Instant};
@@ -105,6 +114,7 @@ use smoltcp::time::{Duration, Instant};
 use crate::id::NodeId;
 use crate::rand::Rng;
 use client::{Client, Io};
+use kad::Routing;
 
 /// How long a client waits for the replies of one attempt.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -169,6 +179,8 @@ pub struct Config {
     /// The longest TTL of any record in the namespace (default and most [`MAX_TTL`]): longer TTLs
     /// are cut to it, on both sides. A storage node that cannot finish its copy votes again after it.
     pub max_ttl: Duration,
+    /// How long a replica set found by a Kademlia lookup is used (default [`kad::ROUTE_TTL`]).
+    pub route_ttl: Duration,
 }
 
 impl Config {
@@ -184,6 +196,7 @@ impl Config {
             node_renew: Duration::from_secs(10),
             audit_interval: Duration::from_secs(60),
             max_ttl: MAX_TTL,
+            route_ttl: kad::ROUTE_TTL,
         }
     }
 }
@@ -328,6 +341,20 @@ pub struct DhtStats {
     pub sync_ignored: u64,
     /// Copy chunks sent.
     pub sync_chunks_sent: u64,
+    /// Kademlia lookups that found a replica set.
+    pub lookups: u64,
+    /// Sum of their hops (mean: `lookup_hops / lookups`).
+    pub lookup_hops: u64,
+    /// Kademlia lookups that ended without a result.
+    pub lookups_failed: u64,
+    /// Keys that waited for a lookup slot.
+    pub lookups_busy: u64,
+    /// Ops that took their replica set from the cache of lookups.
+    pub route_cache_hits: u64,
+    /// Liveness checks of a full bucket's least recently seen node.
+    pub probes: u64,
+    /// `FindNode` requests answered.
+    pub find_node_answered: u64,
 }
 
 /// One node's DHT engine: the client side always, the storage side when `Config::storage` (needs
@@ -336,10 +363,21 @@ pub struct DhtStats {
 /// `M` is the member table; `OPS` the client operations in flight (a new one beyond it is refused
 /// [`OpError::Busy`]); `CLAIMS` the records we own and renew (beyond it a won record is not renewed,
 /// counted in [`DhtStats::claims_full`]); `OUT` the messages waiting to be polled (beyond it they are
-/// dropped and counted; retransmissions recover).
-pub struct Dht<M: Members, const OPS: usize = 16, const CLAIMS: usize = 32, const OUT: usize = 64> {
+/// dropped and counted; retransmissions recover). When `M` is not complete ([`kad::Routing`]):
+/// `LOOKUPS` Kademlia lookups in flight (a key beyond it waits for a slot) and `CACHE` replica sets
+/// found by them (the one that expires first makes room).
+pub struct Dht<
+    M: Routing,
+    const OPS: usize = 16,
+    const CLAIMS: usize = 32,
+    const OUT: usize = 64,
+    const LOOKUPS: usize = 4,
+    const CACHE: usize = 16,
+> {
     me: NodeId,
     members: M,
+    router: kad::Router<LOOKUPS, CACHE>,
+    is_storage: bool,
     rng: Rng,
     client: Client<OPS, CLAIMS>,
     #[cfg(feature = "alloc")]
@@ -361,16 +399,27 @@ fn push_out<const OUT: usize>(
     }
 }
 
-impl<M: Members, const OPS: usize, const CLAIMS: usize, const OUT: usize> Dht<M, OPS, CLAIMS, OUT> {
+impl<
+        M: Routing,
+        const OPS: usize,
+        const CLAIMS: usize,
+        const OUT: usize,
+        const LOOKUPS: usize,
+        const CACHE: usize,
+    > Dht<M, OPS, CLAIMS, OUT, LOOKUPS, CACHE>
+{
     /// A new engine for node `me`, created at `now`; `seed` drives backoff jitter and request ids.
     pub fn new(now: Instant, me: NodeId, members: M, config: &Config, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let rid_seed = rng.next_u32();
         #[cfg(not(feature = "alloc"))]
         let _ = now;
+        let router = kad::Router::new(config.route_ttl, rng.next_u32());
         Dht {
             me,
             members,
+            router,
+            is_storage: config.storage,
             client: Client::new(config, rid_seed),
             #[cfg(feature = "alloc")]
             storage: config.storage.then(|| storage::Storage::new(now, config, rng.next_u32())),
@@ -455,20 +504,95 @@ impl<M: Members, const OPS: usize, const CLAIMS: usize, const OUT: usize> Dht<M,
     }
 
     fn with_io<T>(&mut self, now: Instant, f: impl FnOnce(&mut Client<OPS, CLAIMS>, &mut Io) -> T) -> T {
+        let (r, wanted) = self.with_io_once(now, f);
+        self.resolve(now, wanted);
+        r
+    }
+
+    fn with_io_once<T>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut Client<OPS, CLAIMS>, &mut Io) -> T,
+    ) -> (T, Vec<Key, 8>) {
         let out = &mut self.out;
         let mut full = 0;
         let mut sink = |to, m| push_out(out, &mut full, to, m);
+        let resolver = kad::Resolver {
+            base: &self.members,
+            router: &self.router,
+            now,
+            wanted: Default::default(),
+            hits: Default::default(),
+        };
         let mut io = Io {
             now,
             me: self.me,
-            members: &self.members,
+            members: &resolver,
             out: &mut sink,
             rng: &mut self.rng,
             stats: &mut self.stats,
         };
         let r = f(&mut self.client, &mut io);
         self.stats.out_full += full;
-        r
+        self.stats.route_cache_hits += u64::from(resolver.hits.get());
+        (r, resolver.wanted.into_inner())
+    }
+
+    /// Kademlia (module [`kad`]): starts lookups for the keys ops wait on, drives the running ones,
+    /// and starts the ops whose lookup ended. A lookup can end at once (we are the only storage node
+    /// we know), so this loops, a few times at most.
+    fn resolve(&mut self, now: Instant, mut wanted: Vec<Key, 8>) {
+        for _ in 0..4 {
+            let me = self.is_storage.then_some(self.me);
+            for key in &wanted {
+                if !self.router.start(now, *key, &self.members, me) {
+                    self.stats.lookups_busy += 1;
+                }
+            }
+            let (out, stats, members) = (&mut self.out, &mut self.stats, &mut self.members);
+            let mut ended: Vec<Key, LOOKUPS> = Vec::new();
+            let storage = self.is_storage;
+            self.router.drive(
+                now,
+                members,
+                &mut |to, rid, target| {
+                    let m = Message::FindNode(FindNode { rid, target, storage });
+                    push_out(out, &mut stats.out_full, to, m);
+                },
+                &mut |f| {
+                    let key = match f {
+                        kad::Finished::Found { key, hops } => {
+                            stats.lookups += 1;
+                            stats.lookup_hops += u64::from(hops);
+                            key
+                        }
+                        kad::Finished::Failed { key } => {
+                            stats.lookups_failed += 1;
+                            key
+                        }
+                    };
+                    // Cannot fail: at most LOOKUPS lookups end in one drive.
+                    let _ = ended.push(key);
+                },
+            );
+            if ended.is_empty() {
+                return;
+            }
+            for key in &ended {
+                self.client.wake(now, key);
+            }
+            (_, wanted) = self.with_io_once(now, |c, io| c.handle_timeout(io));
+        }
+    }
+
+    /// A storage node's message came from `from`: the routing table learns it (and may ask us to
+    /// check the liveness of the node it would replace).
+    fn learn(&mut self, now: Instant, from: NodeId) {
+        if let Some(probe) = self.members.seen(now, from) {
+            self.stats.probes += 1;
+            let m = Message::FindNode(FindNode { rid: 0, target: Key(probe.0), storage: self.is_storage });
+            push_out(&mut self.out, &mut self.stats.out_full, probe, m);
+        }
     }
 
     /// Claims `key` at generation `after + 1` (`after`: the highest generation known, 0 if none).
@@ -550,7 +674,34 @@ impl<M: Members, const OPS: usize, const CLAIMS: usize, const OUT: usize> Dht<M,
     }
 
     fn dispatch(&mut self, now: Instant, from: NodeId, m: Message) {
+        // Kademlia (module [`kad`]): replies come from storage nodes; a NotReplica voids the cached
+        // replica sets that hold its sender.
+        match &m {
+            Message::WriteReply(r) if r.result == WriteResult::NotReplica => self.router.invalidate(&from),
+            Message::ReadReply(r) if r.result == ReadResult::NotReplica => self.router.invalidate(&from),
+            _ => {}
+        }
+        if matches!(m, Message::WriteReply(_) | Message::ReadReply(_) | Message::FindNodeReply(_))
+            || matches!(m, Message::FindNode(f) if f.storage)
+        {
+            self.learn(now, from);
+        }
         match m {
+            Message::FindNode(f) => {
+                if self.is_storage {
+                    self.stats.find_node_answered += 1;
+                    let nodes = kad::answer(&self.members, &f.target);
+                    let m = Message::FindNodeReply(FindNodeReply { rid: f.rid, nodes });
+                    push_out(&mut self.out, &mut self.stats.out_full, from, m);
+                } else {
+                    self.stats.not_storage += 1;
+                }
+            }
+            Message::FindNodeReply(r) => {
+                if self.router.handle_reply(&from, r.rid, &r.nodes) {
+                    self.resolve(now, Vec::new());
+                }
+            }
             Message::WriteReply(r) => {
                 self.with_io(now, |c, io| c.handle_write_reply(io, from, r.rid, r.result))
             }
@@ -564,7 +715,7 @@ impl<M: Members, const OPS: usize, const CLAIMS: usize, const OUT: usize> Dht<M,
                 Message::ReadReply(r) => s.handle_read_reply(cx, from, r),
                 Message::SyncRequest(r) => s.handle_sync_request(cx, from, r),
                 Message::SyncChunk(c) => s.handle_sync_chunk(cx, from, c),
-                Message::WriteReply(_) => {}
+                Message::WriteReply(_) | Message::FindNode(_) | Message::FindNodeReply(_) => {}
             }),
             #[cfg(not(feature = "alloc"))]
             _ => self.stats.not_storage += 1,
@@ -580,11 +731,14 @@ impl<M: Members, const OPS: usize, const CLAIMS: usize, const OUT: usize> Dht<M,
         let out = &mut self.out;
         let mut full = 0;
         let mut sink = |to, m| push_out(out, &mut full, to, m);
+        // Kademlia (module [`kad`]): a routing table does not list us; the storage side needs us in.
+        let with_me = kad::WithMe { base: &self.members, me: self.me };
+        let members: &dyn Members = if self.members.complete() { &self.members } else { &with_me };
         let mut cx = storage::Ctx {
             now,
             me: self.me,
             namespace: self.namespace,
-            members: &self.members,
+            members,
             out: &mut sink,
             stats: &mut self.stats,
         };
@@ -632,11 +786,12 @@ impl<M: Members, const OPS: usize, const CLAIMS: usize, const OUT: usize> Dht<M,
         let s = self.storage.as_ref().and_then(|s| s.poll_at());
         #[cfg(not(feature = "alloc"))]
         let s = None;
-        [c, s].into_iter().flatten().min()
+        [c, s, self.router.poll_at(), self.members.poll_at()].into_iter().flatten().min()
     }
 
     /// Runs the timers that are due (safe to call at any time).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.members.handle_timeout(now);
         self.with_io(now, |c, io| c.handle_timeout(io));
         #[cfg(feature = "alloc")]
         if self.storage.is_some() {

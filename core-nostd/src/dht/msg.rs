@@ -21,6 +21,8 @@ pub const MAX_MEMBER: usize = 24;
 pub const BCAST_MAX: usize = 16;
 /// Entries per sync chunk.
 pub const SYNC_ENTRIES: usize = 4;
+/// Storage nodes a `FindNodeReply` names at most.
+pub const FOUND: usize = 8;
 /// The largest encoded message, version byte included: buffers of this size always suffice.
 pub const MAX_MESSAGE: usize = 1100;
 
@@ -58,6 +60,10 @@ pub enum Message {
     SyncRequest(SyncRequest),
     /// Part of the answer to a `SyncRequest`.
     SyncChunk(SyncChunk),
+    /// Kademlia: ask a storage node for the storage nodes it knows closest to a target.
+    FindNode(FindNode),
+    /// Kademlia: the answer to a `FindNode`.
+    FindNodeReply(FindNodeReply),
 }
 
 /// A write to one key.
@@ -288,6 +294,27 @@ pub enum SyncEntry {
     },
 }
 
+/// Ask for the storage nodes the receiver knows closest to `target` (a key, or a node id as bytes:
+/// then it is also a liveness check of the receiver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindNode {
+    /// Request id, echoed in the reply (the same for every request of one lookup).
+    pub rid: u32,
+    /// The target.
+    pub target: Key,
+    /// Whether the sender is a storage node (the receiver then learns it into its routing table).
+    pub storage: bool,
+}
+
+/// The storage nodes the sender knows closest to the target, closest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindNodeReply {
+    /// The `FindNode`'s request id.
+    pub rid: u32,
+    /// Node ids, at most [`FOUND`].
+    pub nodes: Vec<[u8; 32], FOUND>,
+}
+
 /// Why bytes are not a DHT message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
@@ -484,6 +511,24 @@ mod tests {
     }
 
     #[test]
+    fn golden_find_node() {
+        // 6 = FindNode; rid 1; target; storage true.
+        golden(
+            Message::FindNode(FindNode { rid: 1, target: KEY, storage: true }),
+            &cat(&[&[0x06, 0x01], &[0x11; 32], &[0x01]]),
+        );
+        let mut nodes = Vec::new();
+        nodes.push([0xaa; 32]).unwrap();
+        nodes.push([0x11; 32]).unwrap();
+        // 7 = FindNodeReply; rid 200 = c8 01; two ids.
+        golden(
+            Message::FindNodeReply(FindNodeReply { rid: 200, nodes }),
+            &cat(&[&[0x07, 0xc8, 0x01, 0x02], &[0xaa; 32], &[0x11; 32]]),
+        );
+        golden(Message::FindNodeReply(FindNodeReply { rid: 0, nodes: Vec::new() }), &[0x07, 0x00, 0x00]);
+    }
+
+    #[test]
     fn the_largest_messages_fit_max_message() {
         let full_member = MemberView { owner: A, value: v(&[0xff; MAX_MEMBER]), ttl_ms: u32::MAX };
         let members: Vec<MemberView, BCAST_MAX> = core::iter::repeat_n(full_member, BCAST_MAX).collect();
@@ -506,6 +551,7 @@ mod tests {
                 kind: Kind::Unknown(200),
                 op: WriteOp::Transfer { gen: u64::MAX, to: A, value: v(&[0; MAX_VALUE]), ttl_ms: u32::MAX },
             }),
+            Message::FindNodeReply(FindNodeReply { rid: u32::MAX, nodes: [[0xff; 32]; FOUND].into() }),
         ] {
             let mut buf = [0u8; MAX_MESSAGE];
             assert!(m.encode(&mut buf).is_ok(), "{m:?}");
@@ -559,13 +605,18 @@ mod tests {
             )),
             (any::<u32>(), arb_rec())
                 .prop_map(|(rid, r)| Message::ReadReply(ReadReply { rid, result: ReadResult::Found(r) })),
-            (any::<u32>(), any::<u32>(), any::<bool>(), key, any::<u64>(), arb_rec()).prop_map(
+            (any::<u32>(), any::<u32>(), any::<bool>(), key.clone(), any::<u64>(), arb_rec()).prop_map(
                 |(nonce, seq, done, key, floor, rec)| {
                     let mut entries = Vec::new();
                     let _ = entries.push(SyncEntry::Record { key, floor, rec });
                     Message::SyncChunk(SyncChunk { nonce, seq, done, entries })
                 }
             ),
+            (any::<u32>(), key, any::<bool>())
+                .prop_map(|(rid, target, storage)| Message::FindNode(FindNode { rid, target, storage })),
+            (any::<u32>(), proptest::collection::vec(any::<[u8; 32]>(), 0..=FOUND)).prop_map(|(rid, n)| {
+                Message::FindNodeReply(FindNodeReply { rid, nodes: Vec::from_slice(&n).unwrap() })
+            }),
         ]
     }
 
