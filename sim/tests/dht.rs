@@ -326,10 +326,10 @@ fn lookups_among_1000_nodes_take_one_hop_and_survive_two_dead_replicas() {
     );
     let ttl = Duration::from_secs(600);
     let keys: Vec<_> =
-        (0..200).map(|k| vn_core::dht::Key::derive(&NS, Kind::Host, format!("h{k}").as_bytes())).collect();
+        (0..200).map(|k| vn_core::dht::Key::derive(&NS, Kind::Node, format!("h{k}").as_bytes())).collect();
     for (k, key) in keys.iter().enumerate() {
         let w = (k * 7) % n;
-        sim.with(w, |d, now| d.create(now, *key, Kind::Host, b"v", ttl, 0).unwrap());
+        sim.with(w, |d, now| d.create(now, *key, Kind::Node, b"v", ttl, 0).unwrap());
     }
     sim.run_for(secs(3), &mut |_| {});
     for k in 0..keys.len() {
@@ -368,7 +368,7 @@ fn lookups_among_1000_nodes_take_one_hop_and_survive_two_dead_replicas() {
         while !sim.alive(r) {
             r = sim.below(n as u32) as usize;
         }
-        let op = sim.with(r, |d, now| d.read(now, *key, Kind::Host).unwrap()).unwrap();
+        let op = sim.with(r, |d, now| d.read(now, *key, Kind::Node).unwrap()).unwrap();
         readers.push((r, op));
     }
     sim.run_for(secs(3), &mut |_| {});
@@ -393,12 +393,12 @@ fn lookups_among_1000_nodes_take_one_hop_and_survive_two_dead_replicas() {
         if !sim.alive(w) || !sets[k].iter().any(|id| dead.contains(id)) {
             continue;
         }
-        let op = sim.with(w, |d, now| d.renew(now, *key, Kind::Host, 1, ttl).unwrap()).unwrap();
+        let op = sim.with(w, |d, now| d.renew(now, *key, Kind::Node, 1, ttl).unwrap()).unwrap();
         let (r, _) = wait_result(&mut sim, w, secs(5));
         assert_eq!((r.op, r.outcome), (op, Ok(Outcome::Renewed { gen: 1 })));
     }
-    let fresh = vn_core::dht::Key::derive(&NS, Kind::Host, b"new");
-    sim.with(999, |d, now| d.create(now, fresh, Kind::Host, b"v", ttl, 0).unwrap());
+    let fresh = vn_core::dht::Key::derive(&NS, Kind::Node, b"new");
+    sim.with(999, |d, now| d.create(now, fresh, Kind::Node, b"v", ttl, 0).unwrap());
     let (r, _) = wait_result(&mut sim, 999, secs(5));
     assert_eq!(r.outcome, Ok(Outcome::Created { gen: 1 }));
     println!(

@@ -175,10 +175,10 @@ mod engines {
     fn ops_look_the_key_up_first_then_use_the_cache() {
         let n = 60;
         let mut net = Net::new(n);
-        let key = vn_core::dht::Key::derive(b"vngate-sim-kad-2", Kind::Host, b"pc1");
+        let key = vn_core::dht::Key::derive(b"vngate-sim-kad-2", Kind::Node, b"pc1");
         let ttl = Duration::from_secs(600);
         let now = Instant::from_micros(net.now);
-        let op = net.client.create(now, key, Kind::Host, b"10.250.0.9", ttl, 0).unwrap();
+        let op = net.client.create(now, key, Kind::Node, b"10.250.0.9", ttl, 0).unwrap();
         let (r, took) = net.run_client_op(secs(10)).expect("create finished");
         assert_eq!((r.op, r.outcome, r.attempts), (op, Ok(Outcome::Created { gen: 1 }), 1));
         let st = net.client.stats();
@@ -200,7 +200,7 @@ mod engines {
 
         // A renewal within the cache time: no lookup, one round trip.
         let now = Instant::from_micros(net.now);
-        net.client.renew(now, key, Kind::Host, 1, ttl).unwrap();
+        net.client.renew(now, key, Kind::Node, 1, ttl).unwrap();
         let (r, took) = net.run_client_op(secs(10)).expect("renew finished");
         assert_eq!(r.outcome, Ok(Outcome::Renewed { gen: 1 }));
         assert_eq!(took, 2 * ONE_WAY, "one round trip from the cache");
@@ -211,7 +211,7 @@ mod engines {
         // A storage node far from the key reads it: its own lookup, then the quorum read.
         let reader = (0..n).find(|i| !want.contains(i)).unwrap();
         let now = Instant::from_micros(net.now);
-        net.storage[reader].read(now, key, Kind::Host).unwrap();
+        net.storage[reader].read(now, key, Kind::Node).unwrap();
         net.flush(reader);
         let mut found = None;
         let start = net.now;
