@@ -487,7 +487,7 @@ impl Overlay {
             return false;
         }
         let _ = self.peers.insert(cx, info.node_id, info.endpoint);
-        if info.roles.contains(Roles::DHT) && dht::Members::insert(self.dht.members_mut(), info.node_id) {
+        if info.roles.contains(Roles::DHT) && self.dht.add_member(cx.now, info.node_id) {
             self.settle_at = self.settle_at.max(cx.now + SETTLE_QUIET);
         }
         if let Some(k) = self.known.iter_mut().find(|k| k.info.node_id == info.node_id) {
