@@ -462,7 +462,9 @@ impl Overlay {
     /// Start the DHT client once the member table has settled: every bootstrap endpoint answered (or
     /// [`SETTLE_MAX`] passed) and no new storage member for [`SETTLE_QUIET`]. A node record or claim
     /// made while the table still grows would sit on a replica set that is not the final one, and
-    /// its renewals would then fail (membership changes are not handled by the engine yet).
+    /// its renewals could fail until the new members' handover copies are done (the engine keeps
+    /// changes safe, not free). Founding members vote without copying, so they must also agree
+    /// on the table before anything is written.
     fn maybe_start_dht(&mut self, cx: &mut Cx<'_>) {
         if self.dht_started || !self.started || cx.now < self.settle_at {
             return;
@@ -503,7 +505,7 @@ impl Overlay {
             return false;
         }
         let _ = self.peers.insert(cx, info.node_id, info.endpoint);
-        if info.roles.contains(Roles::DHT) && dht::Members::insert(self.dht.members_mut(), info.node_id) {
+        if info.roles.contains(Roles::DHT) && self.dht.add_member(cx.now, info.node_id) {
             self.settle_at = self.settle_at.max(cx.now + SETTLE_QUIET);
         }
         if let Some(k) = self.known.iter_mut().find(|k| k.info.node_id == info.node_id) {

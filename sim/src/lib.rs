@@ -5,7 +5,9 @@
 //! node reads its own clock, `offset + t · (1 + drift)`, so clock offsets and rates differ per node.
 //! Links add a delay drawn between `delay_min` and `delay_max` (jitter), drop datagrams with a
 //! probability, and partitions split the nodes into groups that cannot talk. Nodes can die without
-//! notice and come back empty. Everything comes from one seed: the same seed replays the same run.
+//! notice and come back empty. Membership changes: storage nodes with new ids join, members are
+//! retired, and each node learns of a change when the test says (news travels out of band, so a
+//! test bounds how long it takes). Everything comes from one seed: the same seed replays the same run.
 
 pub mod kad;
 
@@ -48,8 +50,21 @@ impl Default for NetConfig {
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Deliver { to: usize, from: NodeId, bytes: Vec<u8> },
-    Timer { node: usize, stamp: u64 },
+    Deliver {
+        to: usize,
+        from: NodeId,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        stamp: u64,
+    },
+    /// Node `node` learns that `id` joined (`add`) or left the member table.
+    Member {
+        node: usize,
+        id: NodeId,
+        add: bool,
+    },
 }
 
 struct SimNode {
@@ -92,6 +107,11 @@ pub struct Sim {
     rng: Rng,
     config: Config,
     members: BTreeSet<NodeId>,
+    /// Membership news applied straight to the tables (`members_mut`), without the engine's
+    /// handover: only to show that the tests fail without it.
+    pub legacy_members: bool,
+    /// Removals an engine refused and the simulator applied later.
+    pub removals_retried: u64,
     /// Every datagram sent, when set (to seed fuzz corpora from real traffic).
     pub capture: Option<Vec<Vec<u8>>>,
 }
@@ -123,6 +143,8 @@ impl Sim {
             rng: Rng::new(seed ^ 0x5eed),
             config,
             members,
+            legacy_members: false,
+            removals_retried: 0,
             capture: None,
         };
         for i in 0..n {
@@ -151,7 +173,10 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.incarnation += 1;
         let seed = (i as u64) << 32 ^ node.incarnation ^ u64::from(self.rng.next_u32());
-        node.dht = Some(Engine::new(now, node.id, self.members.clone(), &cfg, seed));
+        // A node that boots learns the current table (the overlay's hellos would teach it).
+        let mut members = self.members.clone();
+        members.insert(node.id);
+        node.dht = Some(Engine::new(now, node.id, members, &cfg, seed));
         self.flush(i);
     }
 
@@ -207,6 +232,38 @@ impl Sim {
     /// Node `i` comes back with empty state: it copies before it votes.
     pub fn restart(&mut self, i: usize) {
         self.boot(i, false);
+    }
+
+    /// The member table as the simulator knows it (every join and retirement so far).
+    pub fn members(&self) -> &BTreeSet<NodeId> {
+        &self.members
+    }
+
+    /// A storage node with a new id joins: it boots with the current table (it copies before it
+    /// votes) and becomes a member; the others learn of it only through [`Sim::tell`]. Its index.
+    pub fn join(&mut self) -> usize {
+        let i = self.nodes.len();
+        let id = node_id(i);
+        let offset_us = signed(&mut self.rng, self.net.max_offset_us);
+        let drift_ppm = signed(&mut self.rng, self.net.max_drift_ppm);
+        self.index.insert(id, i);
+        self.nodes.push(SimNode { id, dht: None, offset_us, drift_ppm, stamp: 0, group: 0, incarnation: 0 });
+        self.members.insert(id);
+        self.boot(i, false);
+        i
+    }
+
+    /// Node `i` is retired: it stops and leaves the table; the others learn of it only through
+    /// [`Sim::tell`].
+    pub fn retire(&mut self, i: usize) {
+        self.nodes[i].dht = None;
+        self.members.remove(&self.nodes[i].id);
+    }
+
+    /// Node `node` learns at global time `at` (µs) that `id` joined (`add`) or left. A removal the
+    /// engine refuses (one is still in its window) is applied again a second later.
+    pub fn tell(&mut self, at: i64, node: usize, id: NodeId, add: bool) {
+        self.push(at.max(self.now), Ev::Member { node, id, add });
     }
 
     /// Puts node `i` in partition group `g`: only nodes of the same group can talk.
@@ -296,6 +353,32 @@ impl Sim {
                     self.stats.delivered += 1;
                     dht.handle_message(now, from, &bytes);
                     self.flush(to);
+                }
+                Ev::Member { node, id, add } => {
+                    let now = self.local_now(node);
+                    let legacy = self.legacy_members;
+                    let Some(dht) = self.nodes[node].dht.as_mut() else { continue };
+                    // False only for a removal refused while another is in its window.
+                    let applied = match (legacy, add) {
+                        (true, true) => {
+                            vn_core::dht::Members::insert(dht.members_mut(), id);
+                            true
+                        }
+                        (true, false) => {
+                            vn_core::dht::Members::remove(dht.members_mut(), &id);
+                            true
+                        }
+                        (false, true) => {
+                            dht.add_member(now, id);
+                            true
+                        }
+                        (false, false) => dht.remove_member(now, &id) || !dht.members().contains(&id),
+                    };
+                    if !applied {
+                        self.removals_retried += 1;
+                        self.push(self.now + 1_000_000, Ev::Member { node, id, add });
+                    }
+                    self.flush(node);
                 }
                 Ev::Timer { node, stamp } => {
                     if self.nodes[node].stamp != stamp {

@@ -475,3 +475,259 @@ fn operation_latency_in_round_trips() {
     assert!(t_create <= rtt + millis(1), "a claim is one round trip");
     assert!(t_take <= 3 * rtt + millis(1), "a takeover is at most three round trips");
 }
+
+/// How long membership news takes at most to reach every node in [`membership_churn`]: the Δ of
+/// the module doc, below `handover − ATTEMPT_TIMEOUT` with margin for clock rates.
+const SPREAD_US: i64 = secs(3);
+
+fn churn_config() -> Config {
+    let mut c = config();
+    c.handover = Duration::from_secs(5);
+    c
+}
+
+/// One seed of contention while the membership changes: storage nodes with new ids join and
+/// members are retired (each node learns of a change at a random time within [`SPREAD_US`]),
+/// under loss, jitter, clock drift, partitions and churn; then the network heals. Never two
+/// owners; one owner after healing. `legacy`: changes go straight into the tables, without the
+/// engine's handover (to show the test fails without it).
+fn membership_churn(seed: u64, legacy: bool) -> Result<usize, String> {
+    let mut seed_rng = vn_core::rand::Rng::new(seed ^ 0x6d656d62);
+    let n0 = 5 + seed_rng.below(3) as usize; // 5..7 storage nodes at first
+    let net = NetConfig {
+        delay_min_us: millis(5),
+        delay_max_us: millis(5 + i64::from(seed_rng.below(120))),
+        loss_permille: seed_rng.below(150),
+        max_offset_us: secs(5),
+        max_drift_ppm: 3000,
+    };
+    let mut sim = Sim::new(seed, n0, net, churn_config());
+    sim.legacy_members = legacy;
+    start_all(&mut sim);
+    let key = vn_core::dht::Key::derive(&NS, Kind::Ip, b"10.250.0.7");
+    let ncl = 2 + seed_rng.below(3) as usize;
+    let mut claimants: Vec<Claimant> =
+        (0..ncl).map(|i| Claimant::new((i * 3 + seed as usize) % n0)).collect();
+    claimants.sort_by_key(|c| c.node);
+    claimants.dedup_by_key(|c| c.node);
+    let is_claimant = |i: usize, cl: &[Claimant]| cl.iter().any(|c| c.node == i);
+    let ip_ttl = Duration::from_secs(20);
+    let violation: std::cell::RefCell<Option<String>> = Default::default();
+    let mut check = |sim: &mut Sim| {
+        let o = owners(sim, &key);
+        if o.len() > 1 && violation.borrow().is_none() {
+            *violation.borrow_mut() =
+                Some(format!("seed {seed}: two owners {o:?} at t={} ms", sim.now / 1000));
+        }
+    };
+    let mut retired = std::collections::BTreeSet::new();
+    let mut changes = (0, 0);
+    // Tells every node but `about` of a change, each at its own time within SPREAD_US.
+    let spread = |sim: &mut Sim, about: usize, add: bool| {
+        let id = sim.id(about);
+        for j in 0..sim.len() {
+            if j != about {
+                let at = sim.now + i64::from(sim.below(SPREAD_US as u32));
+                sim.tell(at, j, id, add);
+            }
+        }
+    };
+    sim.run_until(secs(3), &mut check);
+    for c in &mut claimants {
+        c.drive(&mut sim, key, ip_ttl);
+    }
+    // Faults and membership changes for 40 s.
+    let mut t = secs(3);
+    while t < secs(43) {
+        t += millis(250);
+        sim.run_until(t, &mut check);
+        for c in &mut claimants {
+            c.drive(&mut sim, key, ip_ttl);
+        }
+        if t % secs(3) == millis(1500) {
+            // A membership change: a new id joins, or a member (never a claimant) is retired.
+            // Retire a replica of the key when one can go: every change then moves the key.
+            let rs = vn_core::dht::Members::replica_set(sim.members(), &key);
+            let mut candidates: Vec<usize> =
+                (0..sim.len()).filter(|&i| !retired.contains(&i) && !is_claimant(i, &claimants)).collect();
+            let in_rs: Vec<usize> = candidates.iter().copied().filter(|&i| rs.contains(&sim.id(i))).collect();
+            if !in_rs.is_empty() {
+                candidates = in_rs;
+            }
+            if sim.len() < n0 + 5 && (sim.below(2) == 0 || candidates.len() < 2) {
+                let j = sim.join();
+                changes.0 += 1;
+                spread(&mut sim, j, true);
+                if sim.alive(j) {
+                    sim.with(j, |d, now| d.start(now, b"contact").unwrap());
+                }
+            } else if sim.members().len() > vn_core::dht::K && !candidates.is_empty() {
+                // Retirements keep K members (below K a removal waits for the one before it to
+                // leave its window: handover + max_ttl, longer than this run).
+                let r = candidates[sim.below(candidates.len() as u32) as usize];
+                sim.retire(r);
+                retired.insert(r);
+                changes.1 += 1;
+                spread(&mut sim, r, false);
+            }
+        }
+        if t % secs(2) == 0 {
+            let n = sim.len();
+            match sim.below(5) {
+                0 => {
+                    let dead = (0..n).filter(|&i| !sim.alive(i) && !retired.contains(&i)).count();
+                    if dead < 2 {
+                        let i = sim.below(n as u32) as usize;
+                        if !retired.contains(&i) {
+                            sim.kill(i);
+                        }
+                    }
+                }
+                1 => {
+                    if let Some(i) = (0..n).find(|&i| !sim.alive(i) && !retired.contains(&i)) {
+                        sim.restart(i);
+                        sim.with(i, |d, now| d.start(now, b"contact").unwrap());
+                    }
+                }
+                2 => {
+                    for i in 0..n {
+                        let g = sim.below(2);
+                        sim.set_group(i, g);
+                    }
+                }
+                3 => sim.heal(),
+                _ => {}
+            }
+        }
+        if violation.borrow().is_some() {
+            break;
+        }
+    }
+    if let Some(v) = violation.borrow_mut().take() {
+        return Err(format!("{v} (after {} joins, {} retirements)", changes.0, changes.1));
+    }
+    // Heal: no loss, no partition, every member back; then the change settles.
+    sim.heal();
+    sim.net.loss_permille = 0;
+    for i in 0..sim.len() {
+        if !sim.alive(i) && !retired.contains(&i) {
+            sim.restart(i);
+            sim.with(i, |d, now| d.start(now, b"contact").unwrap());
+        }
+    }
+    while t < secs(43 + 75) {
+        t += millis(250);
+        sim.run_until(t, &mut check);
+        for c in &mut claimants {
+            c.drive(&mut sim, key, ip_ttl);
+        }
+    }
+    if let Some(v) = violation.borrow_mut().take() {
+        return Err(v);
+    }
+    let o = owners(&sim, &key);
+    if o.len() != 1 {
+        let mut diag = String::new();
+        for c in &claimants {
+            let d = sim.node(c.node).unwrap();
+            diag += &format!(
+                "\n  claimant {} pending={:?} after={} won={} node_lease={:?} now={} gen={:?} stats={:?}",
+                c.node,
+                c.pending,
+                c.after,
+                c.won,
+                d.node_lease(),
+                sim.local_now(c.node),
+                d.claim_gen(&key),
+                d.stats()
+            );
+        }
+        for i in 0..sim.len() {
+            if let Some(d) = sim.node(i) {
+                diag += &format!("\n  node {i} ready={} keys={}", d.storage_ready(), d.stored_keys());
+            }
+        }
+        return Err(format!("seed {seed}: {} owners after the change settled ({o:?}){diag}", o.len()));
+    }
+    Ok(o[0])
+}
+
+fn run_seeds(
+    seeds: u64,
+    f: fn(u64, bool) -> Result<usize, String>,
+    legacy: bool,
+) -> Vec<(u64, Result<usize, String>)> {
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                sc.spawn(move || {
+                    (0..seeds).filter(|s| s % 4 == t).map(|s| (s, f(s, legacy))).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Without the handover the same scenario finds two owners. Measured on 100 seeds: with
+/// `legacy_members` (changes straight into the tables) seeds 33, 37, 41, 47, 50, 64 and 82 fail;
+/// with the engine as it was before membership changes were handled (no handover, copies
+/// answered whatever the table, a joiner copying after SYNC_DELAY) seeds 2, 33, 41, 42, 44, 47,
+/// 50, 55, 64 and 82 fail. This keeps the scenario sharp: seed 33 (one retirement of a replica
+/// of the key) must still fail without the handover.
+#[test]
+fn the_churn_scenario_finds_two_owners_without_the_handover() {
+    let r = membership_churn(33, true);
+    assert!(matches!(&r, Err(e) if e.contains("two owners")), "{r:?}");
+    assert!(membership_churn(33, false).is_ok());
+}
+
+#[test]
+fn a_second_removal_waits_in_a_table_of_at_most_k() {
+    let mut sim = Sim::new(9, 6, NetConfig::default(), churn_config());
+    let (a, b, c) = (sim.id(3), sim.id(4), sim.id(5));
+    // Six members: the first removal leaves five, the quorum stays 3 of 5.
+    assert_eq!(sim.with(0, |d, now| d.remove_member(now, &a)), Some(true));
+    // Five members: a second removal would shrink the quorum while the first is in its window.
+    assert_eq!(sim.with(0, |d, now| d.remove_member(now, &b)), Some(false));
+    assert_eq!(sim.node(0).unwrap().stats().removals_refused, 1);
+    // After the window (2 · handover + max_ttl) it goes through.
+    sim.run_for(secs(2 * 5 + 40 + 1), &mut |_| {});
+    assert_eq!(sim.with(0, |d, now| d.remove_member(now, &b)), Some(true));
+    assert_eq!(sim.with(0, |d, now| d.remove_member(now, &c)), Some(false));
+    // A member back undoes its removal: the next one need not wait for it.
+    assert_eq!(sim.with(0, |d, now| d.add_member(now, b)), Some(true));
+    assert_eq!(sim.with(0, |d, now| d.remove_member(now, &c)), Some(true));
+}
+
+#[test]
+fn never_two_owners_while_members_join_and_retire_over_100_seeds() {
+    // VN_SIM_SEEDS=N runs more (or fewer) seeds.
+    let seeds: u64 = std::env::var("VN_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let mut wins = std::collections::BTreeMap::new();
+    let mut failed = Vec::new();
+    for (_, r) in run_seeds(seeds, membership_churn, false) {
+        match r {
+            Ok(w) => *wins.entry(w).or_insert(0) += 1,
+            Err(e) => failed.push(e),
+        }
+    }
+    assert!(failed.is_empty(), "{} of {seeds} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    println!("membership churn: {seeds} seeds, no double owner, one owner after settling; winners {wins:?}");
+}
+
+#[test]
+#[ignore]
+fn one_churn_seed() {
+    let seed: u64 = std::env::var("VN_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let legacy = std::env::var("VN_SIM_LEGACY").is_ok();
+    let count: u64 = std::env::var("VN_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    for (s, r) in run_seeds(count, membership_churn, legacy) {
+        if s >= seed {
+            println!(
+                "{s}: {}",
+                r.map_or_else(|e| e.lines().next().unwrap_or("").to_string(), |w| format!("ok {w}"))
+            );
+        }
+    }
+}

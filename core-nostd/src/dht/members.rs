@@ -62,6 +62,47 @@ pub trait Members {
         });
         best.iter().map(|(_, id)| *id).collect()
     }
+
+    /// A digest of the whole table, the same whatever the order of [`Members::each`]: copy
+    /// requests carry it, and a storage node answers one only when its own table has the same
+    /// digest (module doc, "Membership changes").
+    fn digest(&self) -> u64 {
+        let mut x = self.len() as u64;
+        self.each(&mut |id| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&id.0[..8]);
+            // Ids are BLAKE2s outputs: their first 8 bytes are already uniform.
+            x ^= u64::from_le_bytes(b).rotate_left(7).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        });
+        x
+    }
+}
+
+/// A member table with more ids: the table as it was before they were removed.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+pub(crate) struct Plus<'a> {
+    pub base: &'a dyn Members,
+    /// Ids not in `base`, without repeats.
+    pub extra: &'a [NodeId],
+}
+
+impl Members for Plus<'_> {
+    fn each(&self, f: &mut dyn FnMut(&NodeId)) {
+        self.base.each(f);
+        self.extra.iter().for_each(f);
+    }
+    fn contains(&self, id: &NodeId) -> bool {
+        self.extra.contains(id) || self.base.contains(id)
+    }
+    fn insert(&mut self, _: NodeId) -> bool {
+        false
+    }
+    fn remove(&mut self, _: &NodeId) -> bool {
+        false
+    }
+    fn len(&self) -> usize {
+        self.base.len() + self.extra.len()
+    }
 }
 
 impl<const N: usize> Members for Vec<NodeId, N> {
@@ -137,5 +178,24 @@ mod tests {
         Members::insert(&mut small, id(9));
         Members::insert(&mut small, id(1));
         assert_eq!(small.replica_set(&Key([0; 32])).as_slice(), &[id(1), id(9)]);
+    }
+
+    #[test]
+    fn digest_ignores_order_and_sees_every_change() {
+        let mut a: Vec<NodeId, 8> = Vec::new();
+        let mut b: Vec<NodeId, 8> = Vec::new();
+        for x in [1, 2, 3] {
+            Members::insert(&mut a, id(x));
+        }
+        for x in [3, 1, 2] {
+            Members::insert(&mut b, id(x));
+        }
+        assert_eq!(a.digest(), b.digest());
+        Members::insert(&mut b, id(4));
+        assert_ne!(a.digest(), b.digest());
+        let plus = Plus { base: &a, extra: &[id(4)] };
+        assert_eq!((plus.len(), plus.digest()), (4, b.digest()));
+        Members::remove(&mut b, &id(1));
+        assert_ne!(a.digest(), b.digest());
     }
 }

@@ -62,20 +62,74 @@
 //! A storage node that starts without its state (a rejoin, a new member) votes on a key only once
 //! it has copied the key range from enough other replicas of that key that every write quorum,
 //! less itself, meets one of them (3 of the other 4 with K = 5); until then it answers `NotReady`,
-//! which is not counted. It asks every member ([`SyncRequest`]) [`SYNC_DELAY`] after starting, by
-//! which time every write it may have accepted before it lost its state has been counted or
-//! dropped by its client, and asks again every [`SYNC_RETRY`] those that have not answered. Copies
-//! that disagree are all kept: any of them blocks other owners until it lapses. A node still copying
-//! answers no copy request, so when more than n − W replicas of a key lose their state together they
-//! vote again only after `Config::max_ttl`, when nothing they could have missed is live (carrying
-//! per-key readiness in the copy would shorten that: future work). With a single storage node there is
-//! nothing to copy from: a restart loses its records.
+//! which is not counted. It asks every member ([`SyncRequest`]) [`SYNC_DELAY`] or
+//! [`Config::handover`] after starting, whichever is longer: by then every write it may have
+//! accepted before it lost its state has been counted or dropped by its client, and every node
+//! has learned of it if it is new (below). It asks again every [`SYNC_RETRY`] those that have not
+//! answered. A request carries the digest of the requester's member table and only a node with
+//! the same table answers it: a node that has not learned of a change would send a copy without
+//! the keys the change moved, and say it is done. Copies that disagree are all kept: any of them
+//! blocks other owners until it lapses. A node still copying answers no copy request, so when more
+//! than n − W replicas of a key lose their state together they vote again only after
+//! `Config::max_ttl`, when nothing they could have missed is live (carrying per-key readiness in
+//! the copy would shorten that: future work). With a single storage node there is nothing to copy
+//! from: a restart loses its records.
 //!
-//! Not covered yet: the member table is given by the runtime ([`Dht::members_mut`]); a change of
-//! membership (a new storage node id, an old one evicted) shifts replica sets, and quorums taken
-//! under the old and the new table need not intersect while the change spreads. Joint quorums for
-//! that change are future work; node churn with the same ids (leave without notice, rejoin empty) is
-//! covered.
+//! # Membership changes
+//! The member table changes through [`Dht::add_member`] and [`Dht::remove_member`]
+//! ([`Dht::members_mut`] only fills it before the engine takes part in any quorum). Who changes it:
+//! the runtime. A member is added when a hello or a member list names a new storage node (the
+//! overlay). A member is removed when its operator retires it, or when it is evicted: only a
+//! member whose `node:` record a read quorum has found lapsed may be evicted, by every node that
+//! finds it so (the overlay does not evict yet: a dead member stays a replica that does not
+//! answer, and with K = 5, W = 3 each key tolerates two). A member evicted while alive (cut off)
+//! has lost its own node lease by then, and a storage node whose node lease lapses copies again
+//! before it votes ([`Dht::handle_timeout`]; it keeps its records and answers copies meanwhile).
+//!
+//! A change moves keys. Adding x takes keys away from other members and gives them to x only
+//! (the set of K closest under the new table is within the old set plus x); removing y gives each
+//! key of y to the next closest member. Rules:
+//! - A replica votes on a key only while it is in the key's replica set in its own table;
+//!   otherwise it answers `NotReplica` (not counted), and the writer's table is the stale one.
+//! - A member that a change makes a replica of a key votes on it only after a handover copy. The
+//!   new member x copies at start, as above (after `handover`, from members with its table). A
+//!   member that a removal of y pulls into key k's set answers `NotReady` for k until it has
+//!   copied k from enough of k's former replicas (y itself not counted) that every write quorum of
+//!   the former set meets one (3 of 5), asking [`Config::handover`] after it learned of the
+//!   removal, again every [`SYNC_RETRY`], until every member answered or `max_ttl` passed.
+//! - In a table of at most `K` members each removal shrinks the quorum: there, a removal is
+//!   refused while another is within its window (2 · `handover` + `max_ttl`, after which every record
+//!   written under the older table has been renewed under the newer one or has lapsed). Also at
+//!   most [`HANDOVERS`] removals at once. The caller retries.
+//!
+//! **Assumption (Δ).** Every node, storage node or client, learns of a change within Δ of the
+//! first node that learns it, and `handover` ≥ Δ + [`ATTEMPT_TIMEOUT`] (with margin for clock
+//! rates). The overlay sends a new member to every node it knows at once, so Δ is a few round
+//! trips when those lists arrive; one that is lost is repaired by the anti-entropy hello
+//! (`overlay::GOSSIP_INTERVAL`), which the default `handover` does not cover: set it higher where
+//! losses are common. When Δ is exceeded — a node learns of a change more than `handover` after
+//! the new replica of a key did and meanwhile writes with its old table, or accepts as a replica
+//! the change pushed out — a write quorum under the old table and one under the new need not meet:
+//! two owners become possible until an audit finds them (the lower generation yields).
+//!
+//! **Two creators cannot both win, across a change.** Let S and S' be key k's replica sets before
+//! and after a change, and C = S ∩ S'. (1) While no member of S' \ S votes on k, every vote comes
+//! from S: a quorum taken with the old table lies in S and has q(|S|) members; one taken with the
+//! new table lies in C ⊂ S and has q(|S'|) members; q(|S|) + q(|S'|) > |S| since |S'| ≥ |S| − 1
+//! (a full set on both sides, or one removal at a time below K), so the two meet in a replica and
+//! the argument above applies. (2) A new member's copy starts `handover` after it learned of the
+//! change, so at least Δ + [`ATTEMPT_TIMEOUT`] after the first node did: every node then has the
+//! new table, a member pushed out of S answers `NotReplica`, and every attempt counted under the
+//! old table has all its accepts. So each source holds every old-table write it accepted, the
+//! sources meet every old-table quorum, and the new member holds every record an old-table write
+//! won. (3) From then on a quorum of S' either holds a new member (which holds every old-table
+//! record, and its own later votes) or lies in C ⊂ S and meets every old-table quorum by (1); and
+//! writes with the new table made before the new member voted lie in C, which every later quorum
+//! of S' meets in q(|S'|) − 1 members: (q − 1) + q > |C|. A new member that is a source of
+//! another's copy has finished its own (a node copying answers no copy request), so by induction
+//! on the order copies finish, every source holds what it stands for. In each case the two
+//! Creates meet at a replica that saw both, and the first one's lease had ended before the second
+//! began.
 //!
 //! Kademlia mode (a member table that is not complete, [`kad`]): client ops look their key up first;
 //! a storage node votes on the keys it is among the `K` closest to in its routing table plus itself
@@ -129,6 +183,12 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_millis(900);
 pub const SYNC_DELAY: Duration = Duration::from_millis(2500);
 /// Interval between copy requests to the members that have not answered.
 pub const SYNC_RETRY: Duration = Duration::from_millis(1000);
+/// Default of [`Config::handover`]: how long a storage node waits after learning a membership
+/// change before it copies the keys the change made it a replica of.
+pub const HANDOVER: Duration = Duration::from_secs(10);
+/// Removals a node keeps track of at once (module doc, "Membership changes"); beyond it
+/// [`Dht::remove_member`] refuses and the caller tries again later.
+pub const HANDOVERS: usize = 8;
 /// The longest TTL a record may have.
 pub const MAX_TTL: Duration = Duration::from_secs(2 * 3600);
 /// Events kept until polled; beyond it they are dropped and counted.
@@ -181,6 +241,11 @@ pub struct Config {
     pub max_ttl: Duration,
     /// How long a replica set found by a Kademlia lookup is used (default [`kad::ROUTE_TTL`]).
     pub route_ttl: Duration,
+    /// How long after learning a membership change a storage node starts copying the keys it
+    /// became a replica of (default [`HANDOVER`]): the bound Δ on how long news of a change takes
+    /// to reach every node, plus [`ATTEMPT_TIMEOUT`] (module doc, "Membership changes"). A node
+    /// that starts without its state also waits at least this long before it copies.
+    pub handover: Duration,
 }
 
 impl Config {
@@ -197,6 +262,7 @@ impl Config {
             audit_interval: Duration::from_secs(60),
             max_ttl: MAX_TTL,
             route_ttl: kad::ROUTE_TTL,
+            handover: HANDOVER,
         }
     }
 }
@@ -355,6 +421,14 @@ pub struct DhtStats {
     pub probes: u64,
     /// `FindNode` requests answered.
     pub find_node_answered: u64,
+    /// Copy requests ignored because the requester's member table differs from ours.
+    pub sync_other_view: u64,
+    /// Members added to the table.
+    pub members_added: u64,
+    /// Members removed from the table.
+    pub members_removed: u64,
+    /// Removals refused (log full, or one already in its window in a table of at most `K`).
+    pub removals_refused: u64,
 }
 
 /// One node's DHT engine: the client side always, the storage side when `Config::storage` (needs
@@ -385,6 +459,13 @@ pub struct Dht<
     namespace: [u8; 16],
     out: Deque<(NodeId, Message), OUT>,
     stats: DhtStats,
+    /// Removals still in their window: (id, when the window ends).
+    removals: Vec<(NodeId, Instant), HANDOVERS>,
+    /// How long a removal stays in `removals`: the handover, then every record that could have
+    /// been written under the old table has been renewed under the new one or has lapsed.
+    removal_window: Duration,
+    /// Whether our node lease was live at the last timer (to see it lapse).
+    node_live: bool,
 }
 
 /// Pushes into the outbox, counting what does not fit.
@@ -427,6 +508,9 @@ impl<
             namespace: config.namespace,
             out: Deque::new(),
             stats: DhtStats::default(),
+            removals: Vec::new(),
+            removal_window: config.handover * 2 + config.max_ttl,
+            node_live: false,
         }
     }
 
@@ -440,9 +524,53 @@ impl<
         &self.members
     }
 
-    /// The member table, for the runtime to keep up to date.
+    /// The member table, to fill before the engine takes part in any quorum. Later changes go
+    /// through [`Dht::add_member`] and [`Dht::remove_member`], which start the handover.
     pub fn members_mut(&mut self) -> &mut M {
         &mut self.members
+    }
+
+    /// A storage node `id` joins the table (learned from a hello or a member list). Nothing to
+    /// hand over here: an addition only takes keys away from the other members, and the new
+    /// member copies before it votes. False when it was there already or the table is full.
+    pub fn add_member(&mut self, now: Instant, id: NodeId) -> bool {
+        let _ = now;
+        if !self.members.insert(id) {
+            return false;
+        }
+        self.stats.members_added += 1;
+        self.removals.retain(|(r, _)| *r != id);
+        #[cfg(feature = "alloc")]
+        if let Some(s) = &mut self.storage {
+            s.member_back(&id);
+        }
+        true
+    }
+
+    /// `id` leaves the table: retired by its operator, or evicted (module doc, "Membership
+    /// changes", says by whom and when). The members that become replicas of its keys copy them
+    /// after [`Config::handover`] and vote on them only then. Refused (false, counted) while
+    /// [`HANDOVERS`] removals are in their window, or while another is and the table would be
+    /// left with fewer than `K` members (quorums would shrink twice): try again later.
+    pub fn remove_member(&mut self, now: Instant, id: &NodeId) -> bool {
+        self.removals.retain(|(_, end)| *end > now);
+        if !self.members.contains(id) {
+            return false;
+        }
+        let shrinks = self.members.len() <= K;
+        if self.removals.is_full() || (shrinks && !self.removals.is_empty()) {
+            self.stats.removals_refused += 1;
+            return false;
+        }
+        self.members.remove(id);
+        // Cannot fail: checked for room above.
+        let _ = self.removals.push((*id, now + self.removal_window));
+        self.stats.members_removed += 1;
+        #[cfg(feature = "alloc")]
+        if let Some(s) = &mut self.storage {
+            s.member_removed(now, *id);
+        }
+        true
     }
 
     /// Counters.
@@ -793,6 +921,16 @@ impl<
     pub fn handle_timeout(&mut self, now: Instant) {
         self.members.handle_timeout(now);
         self.with_io(now, |c, io| c.handle_timeout(io));
+        let live = self.client.node_lease(&self.me).is_some_and(|end| now < end);
+        let lapsed = self.node_live && !live;
+        self.node_live = live;
+        #[cfg(feature = "alloc")]
+        if let (true, Some(s)) = (lapsed, &mut self.storage) {
+            // Others may have evicted us meanwhile and written without us: copy before voting.
+            s.recopy(now);
+        }
+        #[cfg(not(feature = "alloc"))]
+        let _ = lapsed;
         #[cfg(feature = "alloc")]
         if self.storage.is_some() {
             self.with_storage(now, |s, cx| s.handle_timeout(cx));

@@ -251,6 +251,9 @@ pub struct MemberView {
 pub struct SyncRequest {
     /// Echoed in the chunks.
     pub nonce: u32,
+    /// The digest of the sender's member table: only a node with the same table answers, so a
+    /// node that has not learned a change yet never sends a copy that leaves keys out.
+    pub view: u64,
 }
 
 /// Part of the answer to a `SyncRequest`, numbered from 0; the last one says `done`.
@@ -482,7 +485,7 @@ mod tests {
 
     #[test]
     fn golden_sync() {
-        golden(Message::SyncRequest(SyncRequest { nonce: 0x1234 }), &[0x04, 0xb4, 0x24]);
+        golden(Message::SyncRequest(SyncRequest { nonce: 0x1234, view: 5 }), &[0x04, 0xb4, 0x24, 0x05]);
         let mut entries = Vec::new();
         entries.push(SyncEntry::Floor { key: KEY, floor: 3 }).unwrap();
         let rec = RecordView { owner: A, gen: 1, kind: Kind::Ip, value: v(b""), ttl_ms: 1 };
@@ -564,7 +567,7 @@ mod tests {
         assert_eq!(Message::decode(&[2, 4, 0]), Err(DecodeError::Version));
         assert_eq!(Message::decode(&[1, 9]), Err(DecodeError::Malformed));
         // A valid SyncRequest with a byte left over.
-        assert_eq!(Message::decode(&[1, 4, 0, 0]), Err(DecodeError::Malformed));
+        assert_eq!(Message::decode(&[1, 4, 0, 0, 0]), Err(DecodeError::Malformed));
         let mut small = [0u8; 4];
         assert_eq!(
             Message::Read(Read { rid: 1, key: KEY }).encode(&mut small),

@@ -10,7 +10,7 @@ use core::ops::Bound;
 use smoltcp::time::Instant;
 
 use super::key::{Key, Kind};
-use super::members::{quorum, Members, ReplicaSet};
+use super::members::{quorum, Members, Plus, ReplicaSet};
 use super::msg::{
     MemberValue, MemberView, Message, Read, ReadReply, ReadResult, RecordView, Stamp, SyncChunk, SyncEntry,
     SyncRequest, Value, Write, WriteOp, WriteReply, WriteResult, BCAST_MAX, SYNC_ENTRIES,
@@ -95,12 +95,30 @@ struct Parked {
 }
 
 struct Syncing {
+    /// Whether this node kept its records (it copies again after it may have been evicted): it
+    /// then answers copy requests meanwhile, since it holds every write it accepted.
+    kept: bool,
     since: Instant,
     request_at: Instant,
     nonce: u32,
     /// Nodes whose whole answer arrived.
     complete: BTreeSet<NodeId>,
     /// Next chunk expected from each node for the current nonce.
+    progress: BTreeMap<NodeId, u32>,
+}
+
+/// The copy a storage node makes after a member was removed: the keys whose replica set now holds
+/// this node but did not before (module doc, "Membership changes").
+struct Handover {
+    removed: NodeId,
+    /// The copy is complete (or nothing it could bring is live any more): kept until `until`
+    /// all the same, so that nodes it made replicas are not counted as sources of other copies.
+    done: bool,
+    /// After `until - handover` everything the copy could bring has lapsed.
+    until: Instant,
+    request_at: Instant,
+    nonce: u32,
+    complete: BTreeSet<NodeId>,
     progress: BTreeMap<NodeId, u32>,
 }
 
@@ -129,6 +147,8 @@ pub(crate) struct Storage {
     sync: Option<Syncing>,
     parked: Vec<Parked>,
     serving: VecDeque<Serve>,
+    handovers: Vec<Handover>,
+    handover: Duration,
     next_rid: u32,
     next_nonce: u32,
 }
@@ -138,8 +158,10 @@ impl Storage {
     /// to copy. Otherwise it copies before it votes.
     pub fn new(now: Instant, cfg: &super::Config, seed: u32) -> Self {
         let sync = (!cfg.fresh).then(|| Syncing {
+            kept: false,
             since: now,
-            request_at: now + SYNC_DELAY,
+            // A new member must also wait until every node knows it (module doc).
+            request_at: now + SYNC_DELAY.max(cfg.handover),
             nonce: seed,
             complete: BTreeSet::new(),
             progress: BTreeMap::new(),
@@ -151,6 +173,8 @@ impl Storage {
             sync,
             parked: Vec::new(),
             serving: VecDeque::new(),
+            handovers: Vec::new(),
+            handover: cfg.handover,
             next_rid: seed,
             next_nonce: seed,
         }
@@ -158,7 +182,71 @@ impl Storage {
 
     /// Whether every key is ready (the copy is complete or was not needed).
     pub fn is_ready(&self) -> bool {
-        self.sync.is_none()
+        self.sync.is_none() && self.handovers.iter().all(|h| h.done)
+    }
+
+    /// `id` left the member table at `now`: copy what it makes this node a replica of.
+    pub fn member_removed(&mut self, now: Instant, id: NodeId) {
+        self.next_nonce = self.next_nonce.wrapping_add(1);
+        let copy_at = now + self.handover;
+        self.handovers.retain(|h| h.removed != id);
+        self.handovers.push(Handover {
+            removed: id,
+            done: false,
+            until: copy_at + self.max_ttl + self.handover,
+            // Copying starts after the handover window (module doc).
+            request_at: copy_at,
+            nonce: self.next_nonce,
+            complete: BTreeSet::new(),
+            progress: BTreeMap::new(),
+        });
+    }
+
+    /// `id` is a member again: its removal no longer moves any key here.
+    pub fn member_back(&mut self, id: &NodeId) {
+        self.handovers.retain(|h| h.removed != *id);
+    }
+
+    /// This node lost its part in the quorums for long enough that others may have evicted it
+    /// (its node lease lapsed): it copies again before it votes.
+    pub fn recopy(&mut self, now: Instant) {
+        if self.sync.is_none() {
+            self.next_nonce = self.next_nonce.wrapping_add(1);
+            self.sync = Some(Syncing {
+                kept: true,
+                since: now,
+                request_at: now + SYNC_DELAY.max(self.handover),
+                nonce: self.next_nonce,
+                complete: BTreeSet::new(),
+                progress: BTreeMap::new(),
+            });
+        }
+    }
+
+    /// Whether every removal in its window that made this node a replica of `key` has been copied
+    /// from enough of the key's former replicas that each of their write quorums meets one. The
+    /// former replicas are those of the table before every removal in its window, less the
+    /// removed: a node another removal made a replica of the key counts only once that is over.
+    fn handed_over(&self, cx: &Ctx, key: &Key) -> bool {
+        if self.handovers.iter().all(|h| h.done) {
+            return true;
+        }
+        let removed: Vec<NodeId> =
+            self.handovers.iter().map(|h| h.removed).filter(|id| !cx.members.contains(id)).collect();
+        let base = Plus { base: cx.members, extra: &removed };
+        let old = base.replica_set(key);
+        if old.contains(&cx.me) {
+            return true; // a replica before the removals too: it has the key's history
+        }
+        let need = old.len() + 1 - quorum(old.len());
+        self.handovers.iter().filter(|h| !h.done).all(|h| {
+            let before = Plus { base: cx.members, extra: core::slice::from_ref(&h.removed) };
+            if before.replica_set(key).contains(&cx.me) {
+                return true; // not this removal's doing
+            }
+            let have = old.iter().filter(|id| !removed.contains(id) && h.complete.contains(id)).count();
+            have >= need
+        })
     }
 
     /// The number of keys held.
@@ -186,7 +274,7 @@ impl Storage {
         if !rs.contains(&cx.me) {
             return Err(WriteResult::NotReplica);
         }
-        if !self.ready_for(&rs, &cx.me) {
+        if !self.ready_for(&rs, &cx.me) || !self.handed_over(cx, key) {
             return Err(WriteResult::NotReady);
         }
         Ok(rs)
@@ -468,7 +556,12 @@ impl Storage {
     }
 
     pub fn handle_sync_request(&mut self, cx: &mut Ctx, from: NodeId, req: SyncRequest) {
-        if self.sync.is_some()
+        if req.view != cx.members.digest() {
+            // We have not learned the same changes: our copy could leave out keys it now holds.
+            cx.stats.sync_other_view += 1;
+            return;
+        }
+        if self.sync.as_ref().is_some_and(|s| !s.kept)
             || (self.serving.len() >= MAX_SERVING && !self.serving.iter().any(|s| s.to == from))
         {
             cx.stats.sync_ignored += 1;
@@ -479,10 +572,43 @@ impl Storage {
     }
 
     pub fn handle_sync_chunk(&mut self, cx: &mut Ctx, from: NodeId, c: SyncChunk) {
+        let for_sync = self.sync.as_ref().is_some_and(|s| s.nonce == c.nonce);
+        let handover = self.handovers.iter().position(|h| h.nonce == c.nonce);
+        if !for_sync && handover.is_none() {
+            // A copy for a round that is over: its records are kept only while a copy runs.
+            if self.sync.is_none() && self.handovers.is_empty() {
+                return;
+            }
+        }
+        self.merge(cx.now, c.entries);
+        let others = cx.members.len().saturating_sub(usize::from(cx.members.contains(&cx.me)));
+        let step = |progress: &mut BTreeMap<NodeId, u32>, complete: &mut BTreeSet<NodeId>| {
+            let next = progress.entry(from).or_insert(0);
+            if *next == c.seq {
+                *next += 1;
+                if c.done {
+                    complete.insert(from);
+                }
+            }
+            complete.len() >= others
+        };
+        if let (true, Some(s)) = (for_sync, &mut self.sync) {
+            if step(&mut s.progress, &mut s.complete) {
+                self.sync = None;
+            }
+        }
+        if let Some(i) = handover {
+            let h = &mut self.handovers[i];
+            if step(&mut h.progress, &mut h.complete) {
+                h.done = true;
+            }
+        }
+    }
+
+    /// Keeps copied entries: all of them, a disagreement blocks other owners until it lapses.
+    fn merge(&mut self, now: Instant, entries: heapless::Vec<SyncEntry, SYNC_ENTRIES>) {
         let max_ttl = self.max_ttl;
-        let Some(s) = &mut self.sync else { return };
-        let now = cx.now;
-        for e in c.entries {
+        for e in entries {
             match e {
                 SyncEntry::Record { key, floor, rec } => {
                     let slot = self.slots.entry(key).or_default();
@@ -518,19 +644,6 @@ impl Storage {
                     }
                 }
             }
-        }
-        if c.nonce == s.nonce {
-            let next = s.progress.entry(from).or_insert(0);
-            if *next == c.seq {
-                *next += 1;
-                if c.done {
-                    s.complete.insert(from);
-                }
-            }
-        }
-        let others = cx.members.len().saturating_sub(usize::from(cx.members.contains(&cx.me)));
-        if s.complete.len() >= others {
-            self.sync = None;
         }
     }
 
@@ -573,7 +686,12 @@ impl Storage {
     pub fn poll_at(&self) -> Option<Instant> {
         let sync = self.sync.as_ref().map(|s| s.request_at.min(s.since + self.max_ttl));
         let parked = self.parked.iter().map(|p| p.next_retx.min(p.deadline)).min();
-        [sync, parked].into_iter().flatten().min()
+        let handovers = self
+            .handovers
+            .iter()
+            .map(|h| if h.done { h.until } else { h.request_at.min(h.until - self.handover) })
+            .min();
+        [sync, parked, handovers].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, cx: &mut Ctx) {
@@ -588,13 +706,33 @@ impl Storage {
                 s.request_at = now + SYNC_RETRY;
                 s.progress.clear();
                 let (me, complete) = (cx.me, &s.complete);
-                let nonce = s.nonce;
+                let req = SyncRequest { nonce: s.nonce, view: cx.members.digest() };
                 cx.members.each(&mut |id| {
                     if *id != me && !complete.contains(id) {
-                        (cx.out)(*id, Message::SyncRequest(SyncRequest { nonce }));
+                        (cx.out)(*id, Message::SyncRequest(req));
                     }
                 });
             }
+        }
+        // Handovers past their end have nothing left to bring; the others ask when due.
+        let handover = self.handover;
+        self.handovers.retain(|h| now < h.until);
+        for h in self.handovers.iter_mut().filter(|h| now + handover >= h.until) {
+            h.done = true;
+        }
+        let view = cx.members.digest();
+        for h in self.handovers.iter_mut().filter(|h| !h.done && now >= h.request_at) {
+            self.next_nonce = self.next_nonce.wrapping_add(1);
+            h.nonce = self.next_nonce;
+            h.request_at = now + SYNC_RETRY;
+            h.progress.clear();
+            let (me, complete) = (cx.me, &h.complete);
+            let req = SyncRequest { nonce: h.nonce, view };
+            cx.members.each(&mut |id| {
+                if *id != me && !complete.contains(id) {
+                    (cx.out)(*id, Message::SyncRequest(req));
+                }
+            });
         }
         let mut i = 0;
         while i < self.parked.len() {
