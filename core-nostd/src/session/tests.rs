@@ -749,3 +749,60 @@ fn fuzz_seeds_reach_established_states() {
     assert!(s.decrypt(t(0), &mut data, &mut stats).is_some());
     crate::fuzzing::handshake(&read("initiation_then_data"));
 }
+
+/// Micro-benchmark, figures only (`cargo test -p vn-core --release --lib bench_sessions -- --ignored
+/// --nocapture`): a whole handshake (both sides' work), and seal + open of 1400-byte frames on one core
+/// against a plain copy of the same bytes.
+#[test]
+#[ignore]
+fn bench_sessions() {
+    use std::hint::black_box;
+    use std::time::Instant as Clock;
+    const HS: u32 = 300;
+    let (mut a, mut b) = (Side::with_load(1, 1, 1_000_000), Side::with_load(2, 1, 1_000_000));
+    let start = Clock::now();
+    for k in 0..HS {
+        // A new initiation each time (as a rekey would), answered and completed.
+        let now = t(u64::from(k) * 200);
+        let (_, _) = handshake(&mut a, &mut b, now);
+        b.s.limiter = RateLimiter::default();
+    }
+    let hs = start.elapsed() / HS;
+
+    let now = t(u64::from(HS) * 200);
+    let (_, _) = handshake(&mut a, &mut b, now);
+    let frame = [0x5au8; 1400];
+    let mut buf = [0u8; 1400 + OVERHEAD];
+    const N: u32 = 200_000;
+    let start = Clock::now();
+    for _ in 0..N {
+        buf[16..16 + 1400].copy_from_slice(&frame);
+        let n =
+            a.s.encrypt(now, &b.public(), MessageType::Data, Flags::NONE, &mut buf, 1400, &mut a.stats)
+                .unwrap();
+        let o = b.s.decrypt(now, black_box(&mut buf[..n]), &mut b.stats).unwrap();
+        black_box(&buf[o.payload]);
+    }
+    let crypt = start.elapsed();
+    let mut dst = [0u8; 1400 + OVERHEAD];
+    let start = Clock::now();
+    for _ in 0..N {
+        buf[16..16 + 1400].copy_from_slice(black_box(&frame));
+        dst.copy_from_slice(black_box(&buf));
+        black_box(&dst);
+    }
+    let copy = start.elapsed();
+    let fps = f64::from(N) / crypt.as_secs_f64();
+    std::println!(
+        "handshake (initiator + responder work): {:.0} µs, {:.0} handshakes/s",
+        hs.as_secs_f64() * 1e6,
+        1.0 / hs.as_secs_f64()
+    );
+    std::println!(
+        "seal + open 1400-byte frames: {fps:.0} frames/s, {:.1} MB/s; plain copy: {:.0} frames/s; crypto/copy time ratio {:.1}",
+        fps * 1400.0 / 1e6,
+        f64::from(N) / copy.as_secs_f64(),
+        crypt.as_secs_f64() / copy.as_secs_f64()
+    );
+    assert_eq!(b.stats.transport_auth_failed, 0);
+}
