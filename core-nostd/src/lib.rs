@@ -36,6 +36,7 @@ pub mod overlay;
 pub mod peers;
 pub mod queue;
 pub mod rand;
+pub mod secure;
 pub mod session;
 pub mod statics;
 pub mod stats;

@@ -381,6 +381,11 @@ impl<const N: usize, const IPS: usize> Sessions<N, IPS> {
         &self.keys.public
     }
 
+    /// Our credentials (what the handshakes carry).
+    pub fn credentials(&self) -> &[u8] {
+        &self.credentials
+    }
+
     /// Replace our credentials (a renewed certificate); `Err` when too long.
     pub fn set_credentials(&mut self, credentials: &[u8]) -> Result<(), SessionsError> {
         self.credentials = Vec::from_slice(credentials).map_err(|_| SessionsError::CredentialsTooLong)?;

@@ -135,11 +135,29 @@ pub struct Stats {
     pub transport_auth_failed: u64,
     /// Transport messages dropped: counter seen before or behind the replay window.
     pub transport_replayed: u64,
+    /// Outputs that waited for a session and were dropped (stash full, waited too long, or the
+    /// endpoint never introduced itself).
+    pub secure_stash_dropped: u64,
+    /// Outputs that could not be sealed (session table full, buffer too small).
+    pub secure_unsendable: u64,
+    /// Endpoints not introduced because the contact table was full of live sessions.
+    pub secure_contacts_full: u64,
+    /// Introduction requests not answered (per-source rate limit).
+    pub secure_intro_limited: u64,
+    /// Introduction replies that answered no request of ours.
+    pub secure_intro_unexpected: u64,
+    /// Endpoints that never answered our introduction requests.
+    pub secure_intro_failed: u64,
+    /// Overlay datagrams that a secured node does not take outside a session (plaintext control or
+    /// data, unknown types).
+    pub secure_plaintext_dropped: u64,
+    /// Hellos whose node id is not the one their session's certificate names.
+    pub secure_identity_mismatch: u64,
 }
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 65] {
+    pub fn fields(&self) -> [(&'static str, u64); 73] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -206,6 +224,14 @@ impl Stats {
             ("transport_expired", self.transport_expired),
             ("transport_auth_failed", self.transport_auth_failed),
             ("transport_replayed", self.transport_replayed),
+            ("secure_stash_dropped", self.secure_stash_dropped),
+            ("secure_unsendable", self.secure_unsendable),
+            ("secure_contacts_full", self.secure_contacts_full),
+            ("secure_intro_limited", self.secure_intro_limited),
+            ("secure_intro_unexpected", self.secure_intro_unexpected),
+            ("secure_intro_failed", self.secure_intro_failed),
+            ("secure_plaintext_dropped", self.secure_plaintext_dropped),
+            ("secure_identity_mismatch", self.secure_identity_mismatch),
         ]
     }
 }

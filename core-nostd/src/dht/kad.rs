@@ -711,11 +711,13 @@ impl<const C: usize, const L: usize> Members for Resolver<'_, C, L> {
 
 /// A storage node's member view: its table plus itself. A routing table never lists its owner, but a
 /// storage node is a member, and a replica of the keys it is among the `K` closest to.
+#[cfg(feature = "alloc")]
 pub(crate) struct WithMe<'a> {
     pub base: &'a dyn Members,
     pub me: NodeId,
 }
 
+#[cfg(feature = "alloc")]
 impl Members for WithMe<'_> {
     fn each(&self, f: &mut dyn FnMut(&NodeId)) {
         self.base.each(f);

@@ -1,0 +1,670 @@
+//! Only certified members talk on the overlay (DESIGN.md "Security"): the glue between the node's
+//! overlay socket and [`crate::session`] (Noise IK sessions) and [`crate::cert`] (the namespace's CA).
+//!
+//! With a [`SecurityConfig`] every data and control message between nodes travels inside a session,
+//! and nothing else is accepted from the overlay but the handshake and introduction messages that
+//! set sessions up:
+//! - **Introduction** ([`crate::wire::intro`]): the first time the node has something for an
+//!   endpoint whose X25519 static key it does not know (a bootstrap peer, a storage member named in a
+//!   member list), it asks that endpoint for its certificate (a padded request, retried every
+//!   [`INTRO_RETRY`] up to [`INTRO_TRIES`] times) and checks the answer against the CA exactly as a
+//!   handshake's: signed by the CA, this namespace, valid (the clock rule of [`crate::clock`]), not
+//!   revoked. Requests are answered at most [`INTRO_RATE`] per second per source address.
+//! - **Handshake**: then a Noise IK handshake with that static key ([`crate::session::Sessions`]);
+//!   each side's certificate rides in its handshake payload and is checked again by [`CertCheck`],
+//!   which also binds it to the static key that completed the handshake.
+//! - **Stash**: outputs for an endpoint without a session wait (at most [`STASH`], [`STASH_WAIT`];
+//!   the oldest goes first, counted in `secure_stash_dropped`) and leave, sealed, once the session is
+//!   up. An initiator sends an empty data message (a keepalive) at once when its handshake completes
+//!   with nothing waiting, so the responder may send too (key confirmation).
+//! - **Transport**: outputs are sealed in place on their way out ([`Secure::seal`]): a data message
+//!   already has room for the header and the tag; a control message is moved 16 bytes up. Inputs are
+//!   opened in a copy ([`Secure::open`]) and handed on with the sender's certified identity.
+//!
+//! What the handshake authenticates is kept: the certified roles of every peer
+//! ([`Secure::identity_of`]); the overlay takes a peer's roles from its certificate, never from what
+//! the peer says.
+
+use core::net::SocketAddr;
+
+use heapless::Vec;
+use smoltcp::time::{Duration, Instant};
+
+use crate::cert::{self, CaKey, CertError, CertInfo, Certificate, RevocationList, CERT_MAX_LEN};
+use crate::clock::{Reading, UnixTime, WallClock};
+use crate::csprng::CsRng;
+use crate::id::NodeId;
+use crate::queue::{Dest, Out, FRAME_CAP};
+use crate::session::limiter::RateLimiter;
+use crate::session::{
+    HandshakeOutcome, Opened, PeerIdentity, Reject, SendError, Sessions, StaticKeys, Verifier,
+    DEFAULT_LOAD_RATE,
+};
+use crate::stats::Stats;
+use crate::wire::handshake::MAX_HANDSHAKE_LEN;
+use crate::wire::intro::{self, REQUEST_LEN};
+use crate::wire::overlay::{Flags, MessageType, HEADER_LEN, OVERHEAD};
+
+/// Peers with a session slot (the overlay's peer table holds as many).
+pub const SESSIONS: usize = crate::overlay::PEERS;
+/// Endpoints whose static key (from a checked certificate) or introduction is kept; when full the
+/// entry without a session that was used longest ago is replaced.
+pub const CONTACTS: usize = 64;
+/// Outputs waiting for a session; when full the oldest is dropped.
+pub const STASH: usize = 8;
+/// How long an output waits for its session.
+pub const STASH_WAIT: Duration = Duration::from_secs(10);
+/// Interval between introduction requests to one endpoint.
+pub const INTRO_RETRY: Duration = Duration::from_secs(1);
+/// Introduction requests to one endpoint before its waiting outputs are dropped (it is asked again
+/// when something new is sent to it).
+pub const INTRO_TRIES: u8 = 5;
+/// Introduction answers per second per source address (bursts of [`INTRO_RATE`]).
+pub const INTRO_RATE: u32 = 5;
+
+/// What a node needs to take part in a secured overlay. Keys are made on the device; the entropy
+/// comes from the runtime's RNG (never from configuration).
+#[derive(Clone)]
+pub struct SecurityConfig {
+    /// The node's X25519 static secret (`noise.key`).
+    pub noise_secret: [u8; 32],
+    /// The node's certificate (`node.cert`), exact bytes.
+    pub cert: Vec<u8, CERT_MAX_LEN>,
+    /// The namespace CA's public key (`ca.pub`).
+    pub ca: [u8; 32],
+    /// The newest revocation list, already checked against the CA (`revoked`).
+    pub revoked: Option<RevocationList>,
+    /// The boot counter, persisted and advanced by the runtime at each start.
+    pub boot: u64,
+    /// 32 bytes from the runtime's RNG: seeds [`CsRng`].
+    pub entropy: [u8; 32],
+    /// A lower bound on the wall time: the firmware's build time, or the OS clock when the runtime
+    /// trusts it.
+    pub wall: UnixTime,
+    /// Whether `wall` is known to be right (an OS clock synchronised by NTP): `not_before` is then
+    /// checked from the start.
+    pub synced: bool,
+}
+
+impl core::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SecurityConfig").field("boot", &self.boot).finish_non_exhaustive()
+    }
+}
+
+/// Why a node could not start secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityError {
+    /// Our own certificate does not verify against the CA for this namespace now.
+    Certificate(CertError),
+    /// Our certificate names another X25519 key than `noise_secret`'s.
+    KeyMismatch,
+    /// The certificate does not fit a handshake.
+    CertificateTooLong,
+}
+
+impl core::fmt::Display for SecurityError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SecurityError::Certificate(e) => write!(f, "this node's certificate: {e}"),
+            SecurityError::KeyMismatch => f.write_str(
+                "this node's certificate is for another noise key: sign the node.pub of this device's keys",
+            ),
+            SecurityError::CertificateTooLong => f.write_str("this node's certificate is too long"),
+        }
+    }
+}
+
+impl core::error::Error for SecurityError {}
+
+/// Checks a peer's certificate (from a handshake or an introduction) against the CA.
+pub struct CertCheck<'a> {
+    ca: &'a CaKey,
+    namespace: &'a [u8; 16],
+    reading: Reading,
+    revoked: Option<&'a RevocationList>,
+    /// The last certificate accepted and the wall time its holder claimed.
+    accepted: Option<(CertInfo, Option<u64>)>,
+}
+
+impl CertCheck<'_> {
+    fn check(&mut self, credentials: &[u8]) -> Result<CertInfo, Reject> {
+        let c = Certificate::parse(credentials).map_err(|_| Reject::BadCredentials)?;
+        c.verify(self.ca, self.namespace, self.reading, self.revoked).map_err(|e| match e {
+            CertError::Expired { .. } | CertError::NotYetValid { .. } => Reject::Expired,
+            CertError::Revoked { .. } => Reject::Revoked,
+            CertError::WrongNamespace { .. } | CertError::WrongIssuer { .. } => Reject::WrongNamespace,
+            _ => Reject::BadCredentials,
+        })
+    }
+}
+
+impl Verifier for CertCheck<'_> {
+    fn verify(
+        &mut self,
+        credentials: &[u8],
+        remote_static: &[u8; 32],
+        wall: Option<u64>,
+    ) -> Result<PeerIdentity, Reject> {
+        let info = self.check(credentials)?;
+        if info.x25519 != *remote_static {
+            return Err(Reject::KeyMismatch);
+        }
+        if info.roles == 0 {
+            return Err(Reject::NotAllowed);
+        }
+        self.accepted = Some((info, wall));
+        Ok(PeerIdentity { node_id: info.node_id, roles: info.roles })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Intro {
+    nonce: u64,
+    next: Instant,
+    tries: u8,
+}
+
+#[derive(Debug, Clone)]
+struct Contact {
+    endpoint: SocketAddr,
+    /// The static key of a checked certificate (introduction or handshake).
+    remote: Option<[u8; 32]>,
+    intro: Option<Intro>,
+    used: Instant,
+}
+
+struct Stashed {
+    to: SocketAddr,
+    at: Instant,
+    len: usize,
+    buf: [u8; FRAME_CAP],
+}
+
+/// Something the node must act on after a handshake or introduction message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Up {
+    /// Nothing.
+    None,
+    /// A session with `identity` at `endpoint` came up.
+    Session {
+        /// Where the peer is.
+        endpoint: SocketAddr,
+        /// Who it is (certified).
+        identity: PeerIdentity,
+    },
+}
+
+/// The secured side of a node: see the module doc.
+pub struct Secure {
+    sessions: Sessions<SESSIONS>,
+    ca: CaKey,
+    namespace: [u8; 16],
+    revoked: Option<RevocationList>,
+    me: CertInfo,
+    rng: CsRng,
+    clock: WallClock,
+    contacts: Vec<Contact, CONTACTS>,
+    stash: Vec<Stashed, STASH>,
+    intro_limit: RateLimiter<64>,
+}
+
+impl Secure {
+    /// The secured side for a node of `namespace`, started at `now`; our own certificate must verify.
+    pub fn new(namespace: &[u8; 16], config: SecurityConfig, now: Instant) -> Result<Self, SecurityError> {
+        let ca = CaKey::from_bytes(&config.ca).map_err(SecurityError::Certificate)?;
+        let clock = WallClock::new(config.wall, now);
+        let reading = Reading { latest: config.wall, synced: config.synced };
+        let me = Certificate::parse(&config.cert)
+            .and_then(|c| c.verify(&ca, namespace, reading, config.revoked.as_ref()))
+            .map_err(SecurityError::Certificate)?;
+        let keys = StaticKeys::from_secret(config.noise_secret);
+        if *keys.public() != me.x25519 {
+            return Err(SecurityError::KeyMismatch);
+        }
+        let sessions = Sessions::new(keys, namespace, config.boot, &config.cert, DEFAULT_LOAD_RATE, now)
+            .map_err(|_| SecurityError::CertificateTooLong)?;
+        Ok(Secure {
+            sessions,
+            ca,
+            namespace: *namespace,
+            revoked: config.revoked,
+            me,
+            rng: CsRng::new(config.entropy),
+            clock,
+            contacts: Vec::new(),
+            stash: Vec::new(),
+            intro_limit: RateLimiter::default(),
+        })
+    }
+
+    /// What our certificate says.
+    pub fn me(&self) -> &CertInfo {
+        &self.me
+    }
+
+    /// The certified identity of the peer at `endpoint`, when a session with it is up.
+    pub fn identity_of(&self, now: Instant, endpoint: SocketAddr) -> Option<PeerIdentity> {
+        let remote = self.contact(endpoint).and_then(|c| c.remote)?;
+        self.sessions.has_session(now, &remote).then(|| self.sessions.identity(&remote)).flatten()
+    }
+
+    /// Mixes fresh entropy from the runtime into the CSPRNG.
+    pub fn reseed(&mut self, entropy: &[u8; 32]) {
+        self.rng.reseed(entropy);
+    }
+
+    /// Replaces the revocation list (already checked against the CA) with a newer one; sessions of
+    /// peers it revokes are closed.
+    pub fn set_revoked(&mut self, list: RevocationList) {
+        if self.revoked.as_ref().is_some_and(|l| l.list_version >= list.list_version) {
+            return;
+        }
+        self.revoked = Some(list);
+        // Every session is re-checked by a new handshake: simplest and rare.
+        for c in self.contacts.iter_mut() {
+            if let Some(r) = c.remote.take() {
+                self.sessions.remove(&r);
+            }
+        }
+    }
+
+    fn reading(&self, now: Instant) -> Reading {
+        self.clock.reading(now)
+    }
+
+    fn wall(&self, now: Instant) -> Option<u64> {
+        self.clock.now(now).map(|t| t.0)
+    }
+
+    fn contact(&self, endpoint: SocketAddr) -> Option<&Contact> {
+        self.contacts.iter().find(|c| c.endpoint == endpoint)
+    }
+
+    fn contact_mut(&mut self, now: Instant, endpoint: SocketAddr) -> Option<&mut Contact> {
+        if let Some(i) = self.contacts.iter().position(|c| c.endpoint == endpoint) {
+            return self.contacts.get_mut(i);
+        }
+        let fresh = Contact { endpoint, remote: None, intro: None, used: now };
+        if self.contacts.push(fresh.clone()).is_err() {
+            let sessions = &self.sessions;
+            let victim = self
+                .contacts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.remote.is_some_and(|r| sessions.has_session(now, &r)))
+                .min_by_key(|(_, c)| c.used)
+                .map(|(i, _)| i)?;
+            self.contacts[victim] = fresh;
+            return self.contacts.get_mut(victim);
+        }
+        self.contacts.last_mut()
+    }
+
+    /// Binds `remote` (a checked static key) to `endpoint`, dropping any other endpoint's claim to it.
+    fn bind(&mut self, now: Instant, endpoint: SocketAddr, remote: [u8; 32]) {
+        for c in self.contacts.iter_mut().filter(|c| c.endpoint != endpoint && c.remote == Some(remote)) {
+            c.remote = None;
+        }
+        if let Some(c) = self.contact_mut(now, endpoint) {
+            c.remote = Some(remote);
+            c.intro = None;
+            c.used = now;
+        }
+    }
+
+    fn endpoint_of(&self, remote: &[u8; 32]) -> Option<SocketAddr> {
+        self.contacts.iter().find(|c| c.remote.as_ref() == Some(remote)).map(|c| c.endpoint)
+    }
+
+    /// Seals the overlay datagram `buf[..len]` (plaintext data or control message) for `to` in place;
+    /// its new length, or `None` when it was stashed or dropped (handshake or introduction started).
+    // HOT PATH
+    pub fn seal(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        out: &mut dyn Out,
+        to: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<usize> {
+        let &first = buf.first()?;
+        let remote = self.contact(to).and_then(|c| c.remote);
+        let Some(remote) = remote else {
+            self.park(now, stats, to, &buf[..len]);
+            self.introduce(now, stats, out, to);
+            return None;
+        };
+        let sealed = match MessageType::from(first) {
+            MessageType::Data => {
+                let Some(payload) = len.checked_sub(OVERHEAD) else {
+                    stats.malformed += 1;
+                    return None;
+                };
+                let flags = Flags::from_bits(buf.get(1).copied().unwrap_or(0));
+                self.sessions.encrypt(now, &remote, MessageType::Data, flags, buf, payload, stats)
+            }
+            MessageType::Control => {
+                if buf.len() < len + OVERHEAD {
+                    stats.malformed += 1;
+                    return None;
+                }
+                buf.copy_within(..len, HEADER_LEN);
+                let r = self.sessions.encrypt(now, &remote, MessageType::Control, Flags::NONE, buf, len, stats);
+                if r.is_err() {
+                    buf.copy_within(HEADER_LEN..HEADER_LEN + len, 0);
+                }
+                r
+            }
+            // Handshake, introduction and anything else the node wrote whole.
+            _ => return Some(len),
+        };
+        match sealed {
+            Ok(n) => {
+                if let Some(c) = self.contacts.iter_mut().find(|c| c.endpoint == to) {
+                    c.used = now;
+                }
+                self.pump(now, stats, out);
+                Some(n)
+            }
+            Err(SendError::NoSession) => {
+                self.park(now, stats, to, &buf[..len]);
+                self.pump(now, stats, out);
+                None
+            }
+            Err(_) => {
+                stats.secure_unsendable += 1;
+                None
+            }
+        }
+    }
+
+    fn park(&mut self, now: Instant, stats: &mut Stats, to: SocketAddr, bytes: &[u8]) {
+        if bytes.len() > FRAME_CAP {
+            return;
+        }
+        if self.stash.is_full() {
+            self.stash.remove(0);
+            stats.secure_stash_dropped += 1;
+        }
+        let mut s = Stashed { to, at: now, len: bytes.len(), buf: [0; FRAME_CAP] };
+        s.buf[..bytes.len()].copy_from_slice(bytes);
+        let _ = self.stash.push(s);
+    }
+
+    /// Starts (or keeps going) the introduction of `to`.
+    fn introduce(&mut self, now: Instant, stats: &mut Stats, out: &mut dyn Out, to: SocketAddr) {
+        let nonce = self.rng_u64();
+        let Some(c) = self.contact_mut(now, to) else {
+            stats.secure_contacts_full += 1;
+            return;
+        };
+        c.used = now;
+        if c.intro.is_some() {
+            return;
+        }
+        c.intro = Some(Intro { nonce, next: now + INTRO_RETRY, tries: 1 });
+        send_intro(stats, out, to, nonce, &self.namespace);
+    }
+
+    fn rng_u64(&mut self) -> u64 {
+        rand_core::RngCore::next_u64(&mut self.rng)
+    }
+
+    /// Writes due handshake initiations into `out`.
+    fn pump(&mut self, now: Instant, stats: &mut Stats, out: &mut dyn Out) {
+        let wall = self.wall(now);
+        loop {
+            let mut buf = [0u8; MAX_HANDSHAKE_LEN];
+            let Some((len, remote)) = self.sessions.poll_initiation(now, &mut self.rng, wall, &mut buf) else {
+                break;
+            };
+            match self.endpoint_of(&remote) {
+                Some(to) => {
+                    out.push(stats, Dest::Overlay(to), false, &mut |b| {
+                        b.get_mut(..len)?.copy_from_slice(&buf[..len]);
+                        Some(len)
+                    });
+                }
+                None => self.sessions.remove(&remote),
+            }
+        }
+    }
+
+    /// A handshake (0xC2..=0xC4) or introduction (0xC5, 0xC6) datagram from `from`.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        out: &mut dyn Out,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Up {
+        match datagram.first() {
+            Some(&intro::REQUEST_TYPE) | Some(&intro::REPLY_TYPE) => {
+                self.handle_intro(now, stats, out, from, datagram);
+                Up::None
+            }
+            _ => self.handle_handshake(now, stats, out, from, datagram),
+        }
+    }
+
+    fn handle_intro(&mut self, now: Instant, stats: &mut Stats, out: &mut dyn Out, from: SocketAddr, d: &[u8]) {
+        match intro::Repr::parse(d) {
+            Ok(intro::Repr::Request { nonce, namespace }) => {
+                if namespace != self.namespace {
+                    stats.overlay_wrong_namespace += 1;
+                    return;
+                }
+                if !self.intro_limit.allow(now, from.ip()) {
+                    stats.secure_intro_limited += 1;
+                    return;
+                }
+                let cert = self.sessions_credentials();
+                let reply = intro::Repr::Reply { nonce, cert };
+                out.push(stats, Dest::Overlay(from), false, &mut |b| reply.emit(b));
+            }
+            Ok(intro::Repr::Reply { nonce, cert }) => {
+                let expected = self.contact(from).and_then(|c| c.intro).is_some_and(|i| i.nonce == nonce);
+                if !expected {
+                    stats.secure_intro_unexpected += 1;
+                    return;
+                }
+                let reading = self.reading(now);
+                let mut check = CertCheck {
+                    ca: &self.ca,
+                    namespace: &self.namespace,
+                    reading,
+                    revoked: self.revoked.as_ref(),
+                    accepted: None,
+                };
+                let info = match check.check(cert) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        debug!("secure: {} introduced a refused certificate: {}", from, e);
+                        stats.handshake_rejected += 1;
+                        return;
+                    }
+                };
+                if info.node_id == self.me.node_id {
+                    return;
+                }
+                self.bind(now, from, info.x25519);
+                if self.sessions.connect(now, &info.x25519, stats).is_ok() {
+                    self.pump(now, stats, out);
+                }
+            }
+            Err(_) => stats.malformed += 1,
+        }
+    }
+
+    fn sessions_credentials(&self) -> &[u8] {
+        self.sessions.credentials()
+    }
+
+    fn handle_handshake(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        out: &mut dyn Out,
+        from: SocketAddr,
+        d: &[u8],
+    ) -> Up {
+        let reading = self.reading(now);
+        let wall = self.wall(now);
+        let mut check = CertCheck {
+            ca: &self.ca,
+            namespace: &self.namespace,
+            reading,
+            revoked: self.revoked.as_ref(),
+            accepted: None,
+        };
+        let mut reply = [0u8; MAX_HANDSHAKE_LEN];
+        let outcome =
+            self.sessions.handle_handshake(now, from, d, wall, &mut self.rng, &mut check, stats, &mut reply);
+        let accepted = check.accepted;
+        if let Some((info, Some(t))) = accepted {
+            self.clock.on_peer_time(now, &info.node_id, UnixTime(t));
+        }
+        let established = match outcome {
+            HandshakeOutcome::Reply { len, established } => {
+                out.push(stats, Dest::Overlay(from), false, &mut |b| {
+                    b.get_mut(..len)?.copy_from_slice(&reply[..len]);
+                    Some(len)
+                });
+                established
+            }
+            HandshakeOutcome::Established(e) => Some(e),
+            HandshakeOutcome::CookieAccepted => {
+                self.pump(now, stats, out);
+                None
+            }
+            HandshakeOutcome::Dropped => None,
+        };
+        let Some(e) = established else { return Up::None };
+        self.bind(now, from, e.remote);
+        if e.initiator {
+            self.flush(now, stats, out, from, true);
+        }
+        Up::Session { endpoint: from, identity: e.identity }
+    }
+
+    /// Re-queues the outputs stashed for `to` (they are sealed on their way out); with `keepalive`,
+    /// sends an empty data message when nothing was waiting.
+    fn flush(&mut self, now: Instant, stats: &mut Stats, out: &mut dyn Out, to: SocketAddr, keepalive: bool) {
+        let mut any = false;
+        let mut i = 0;
+        while i < self.stash.len() {
+            if self.stash[i].to != to {
+                i += 1;
+                continue;
+            }
+            let s = self.stash.remove(i);
+            any = true;
+            if now - s.at > STASH_WAIT {
+                stats.secure_stash_dropped += 1;
+                continue;
+            }
+            out.push(stats, Dest::Overlay(to), false, &mut |b| {
+                b.get_mut(..s.len)?.copy_from_slice(&s.buf[..s.len]);
+                Some(s.len)
+            });
+        }
+        if keepalive && !any {
+            out.push(stats, Dest::Overlay(to), false, &mut |b| {
+                let m = b.get_mut(..OVERHEAD)?;
+                m.fill(0);
+                m[0] = MessageType::Data.into();
+                Some(OVERHEAD)
+            });
+        }
+    }
+
+    /// Opens a transport message (0xC0/0xC1) from `from` in `buf` (a copy of the datagram).
+    // HOT PATH
+    pub fn open(&mut self, now: Instant, stats: &mut Stats, from: SocketAddr, buf: &mut [u8]) -> Option<Opened> {
+        let opened = self.sessions.decrypt(now, buf, stats)?;
+        // The peer may have moved (a NAT rebinding): its sessions say who it is, not its address.
+        if self.contact(from).and_then(|c| c.remote) != Some(opened.remote) {
+            self.bind(now, from, opened.remote);
+        }
+        Some(opened)
+    }
+
+    /// When [`Secure::handle_timeout`] should run next.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let intro = self.contacts.iter().filter_map(|c| c.intro.map(|i| i.next)).min();
+        let stash = self.stash.iter().map(|s| s.at + STASH_WAIT).min();
+        [self.sessions.poll_at(), intro, stash].into_iter().flatten().min()
+    }
+
+    /// Timers: introduction retries, handshake retries and rekeys, expired stash entries.
+    pub fn handle_timeout(&mut self, now: Instant, stats: &mut Stats, out: &mut dyn Out) {
+        self.sessions.handle_timeout(now, stats);
+        self.pump(now, stats, out);
+        let ns = self.namespace;
+        let mut gave_up: Vec<SocketAddr, CONTACTS> = Vec::new();
+        for c in self.contacts.iter_mut() {
+            let Some(i) = c.intro.as_mut() else { continue };
+            if i.next > now {
+                continue;
+            }
+            if i.tries >= INTRO_TRIES {
+                c.intro = None;
+                let _ = gave_up.push(c.endpoint);
+                continue;
+            }
+            i.tries += 1;
+            i.next = now + INTRO_RETRY;
+            send_intro(stats, out, c.endpoint, i.nonce, &ns);
+        }
+        for to in gave_up {
+            stats.secure_intro_failed += 1;
+            let before = self.stash.len();
+            self.stash.retain(|s| s.to != to);
+            stats.secure_stash_dropped += (before - self.stash.len()) as u64;
+        }
+        let before = self.stash.len();
+        self.stash.retain(|s| now - s.at <= STASH_WAIT);
+        stats.secure_stash_dropped += (before - self.stash.len()) as u64;
+    }
+
+    /// The node's own wall clock reading (for certificates and status).
+    pub fn clock(&self) -> &WallClock {
+        &self.clock
+    }
+
+    /// Whether `roles` (certificate role bits) includes `role`.
+    pub fn has_role(roles: u8, role: u8) -> bool {
+        roles & role == role
+    }
+}
+
+fn send_intro(stats: &mut Stats, out: &mut dyn Out, to: SocketAddr, nonce: u64, namespace: &[u8; 16]) {
+    let req = intro::Repr::Request { nonce, namespace: *namespace };
+    out.push(stats, Dest::Overlay(to), false, &mut |b| {
+        let n = req.emit(b)?;
+        debug_assert_eq!(n, REQUEST_LEN);
+        Some(n)
+    });
+}
+
+/// Certificate role bits of the overlay's [`crate::wire::control::Roles`] claim, kept only where the
+/// certificate has them.
+pub fn certified_roles(claimed: crate::wire::control::Roles, certified: u8) -> crate::wire::control::Roles {
+    use crate::wire::control::Roles;
+    let mut r = Roles::NONE;
+    if claimed.contains(Roles::DHT) && certified & cert::roles::DHT != 0 {
+        r = r.union(Roles::DHT);
+    }
+    if claimed.contains(Roles::ROUTER) && certified & (cert::roles::ROUTER | cert::roles::HOST) != 0 {
+        r = r.union(Roles::ROUTER);
+    }
+    r
+}
+
+/// The node id a certificate in `bytes` names, unchecked (logs).
+pub fn cert_node_id(bytes: &[u8]) -> Option<NodeId> {
+    Certificate::parse(bytes).ok().map(|c| NodeId(c.body().node_id))
+}
