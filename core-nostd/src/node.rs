@@ -22,6 +22,7 @@ use crate::event::Event;
 use crate::overlay::{NameSource, Overlay, OverlayConfig};
 use crate::queue::{Cx, Dest, Outbox, Transmit};
 use crate::rand::Rng;
+use crate::secure::{Secure, SecurityConfig, SecurityError, Up};
 use crate::stats::Stats;
 use crate::wire::{self, UdpMeta, ETHERTYPE_RARP};
 
@@ -55,6 +56,8 @@ pub struct Node<
     pmtu: PmtuGuard,
     admin: command::Admin,
     parked: heapless::Vec<Parked, PARKED>,
+    /// Sessions and certificates ([`crate::secure`]); `None`: an unsecured overlay (tests, P2).
+    secure: Option<Secure>,
 }
 
 /// Data messages held while the owner of their inner source is read from the DHT (the first packet
@@ -97,6 +100,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             pmtu: PmtuGuard::new(),
             admin: command::Admin::default(),
             parked: heapless::Vec::new(),
+            secure: None,
         }
     }
 
@@ -108,6 +112,32 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         let dht_seed = n.rng.next_u32() as u64 | (u64::from(n.rng.next_u32()) << 32);
         n.overlay = Some(Overlay::new(&n.site, dht_seed, overlay));
         n
+    }
+
+    /// A node that joins a secured overlay: every message between nodes goes through a Noise IK
+    /// session with a certified peer ([`crate::secure`]). Fails when our own certificate does not
+    /// verify for this namespace or names another noise key.
+    pub fn with_security(
+        site: Site,
+        seed: u64,
+        overlay: OverlayConfig,
+        security: SecurityConfig,
+        now: Instant,
+    ) -> Result<Self, SecurityError> {
+        let secure = Secure::new(&site.params.id, security, now)?;
+        let mut n = Self::with_overlay(site, seed, overlay);
+        n.secure = Some(secure);
+        Ok(n)
+    }
+
+    /// The secured side, when the overlay is secured.
+    pub fn secure(&self) -> Option<&Secure> {
+        self.secure.as_ref()
+    }
+
+    /// The secured side, to reseed its CSPRNG or replace the revocation list.
+    pub fn secure_mut(&mut self) -> Option<&mut Secure> {
+        self.secure.as_mut()
     }
 
     /// The overlay state, when the node joined one.
@@ -679,6 +709,11 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
     pub fn handle_overlay(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.ensure_started(now);
         self.stats.overlay_rx += 1;
+        if self.secure.is_some() {
+            self.handle_overlay_secured(now, from, datagram);
+            self.drain_routes(now);
+            return;
+        }
         use crate::wire::overlay::{classify, Class, MessageType};
         let serves_lan = self.serves_lan();
         match (classify(datagram), self.overlay.as_mut()) {
@@ -691,6 +726,61 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             _ => self.stats.other_dropped += 1,
         }
         self.drain_routes(now);
+    }
+
+    fn handle_overlay_secured(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        use crate::wire::overlay::{classify, Class, MessageType};
+        let (Some(sec), Some(o)) = (self.secure.as_mut(), self.overlay.as_mut()) else { return };
+        match classify(datagram) {
+            Class::Vngate(MessageType::Data | MessageType::Control) => {}
+            Class::Vngate(_) => {
+                match sec.handle(now, &mut self.stats, &mut self.out, from, datagram) {
+                    Up::Session { endpoint, identity, initiator } => {
+                        debug!("secure: session with {} at {}", identity.node_id, endpoint);
+                        if !initiator {
+                            // The initiator speaks first (its first message confirms our keys).
+                            return;
+                        }
+                        // Say who we are at once (the hello also confirms the responder's keys).
+                        let mut cx =
+                            Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+                        o.greet(&mut cx, identity.node_id, endpoint);
+                        o.pump_with(&mut cx, &self.site);
+                    }
+                    Up::None => {}
+                }
+                return;
+            }
+            _ => {
+                self.stats.secure_plaintext_dropped += 1;
+                return;
+            }
+        }
+        let n = datagram.len();
+        let mut buf = [0u8; crate::queue::FRAME_CAP];
+        let Some(copy) = buf.get_mut(..n) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        copy.copy_from_slice(datagram);
+        let Some(opened) = sec.open(now, &mut self.stats, &mut self.out, from, copy) else { return };
+        let id = opened.identity;
+        if o.peers().id_at(from).is_some_and(|x| x != id.node_id) {
+            self.stats.secure_identity_mismatch += 1;
+            return;
+        }
+        match opened.msg_type {
+            MessageType::Control => {
+                let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+                let Some(inner) = buf.get(opened.payload.clone()) else { return };
+                o.handle_control_from(&mut cx, from, Some(id), inner);
+                o.pump_with(&mut cx, &self.site);
+            }
+            // An empty data message is a keepalive (key confirmation): nothing to deliver.
+            MessageType::Data if opened.payload.is_empty() => {}
+            MessageType::Data if self.serves_lan() => self.deliver(now, from, &buf[..n]),
+            _ => self.stats.other_dropped += 1,
+        }
     }
 
     /// An answer to one of the node's own upstream queries (DNS forwarding), received on `local_port`.
@@ -718,6 +808,9 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         if let Some(o) = self.overlay.as_mut() {
             o.handle_timeout(&mut cx, site);
         }
+        if let Some(sec) = self.secure.as_mut() {
+            sec.handle_timeout(now, &mut self.stats, &mut self.out);
+        }
         self.leases_changed(now, events_before);
         self.drain_routes(now);
     }
@@ -733,17 +826,31 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             [None; 3]
         };
         let overlay = self.overlay.as_ref().and_then(|o| o.poll_at());
-        lan.into_iter().chain([overlay]).flatten().min()
+        let secure = self.secure.as_ref().and_then(|s| s.poll_at());
+        lan.into_iter().chain([overlay, secure]).flatten().min()
     }
 
     /// Copy the next output into `buf`. Returns `None` when nothing can leave now (empty, or the head
     /// waits for [`Node::bindings_persisted`]). `buf` should hold [`crate::queue::FRAME_CAP`] bytes.
-    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        let t = self.out.pop(&mut self.stats, buf);
-        if let Some(Transmit::Lan(_)) = t {
-            self.stats.lan_tx += 1;
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        loop {
+            let t = self.out.pop(&mut self.stats, buf)?;
+            match t {
+                Transmit::Lan(_) => self.stats.lan_tx += 1,
+                // On a secured overlay data and control messages leave only sealed; those without a
+                // session wait in the secured side's stash (and the loop goes on to the next output).
+                Transmit::Overlay { to, len } => {
+                    if let Some(sec) = self.secure.as_mut() {
+                        match sec.seal(now, &mut self.stats, &mut self.out, to, buf, len) {
+                            Some(len) => return Some(Transmit::Overlay { to, len }),
+                            None => continue,
+                        }
+                    }
+                }
+                _ => {}
+            }
+            return Some(t);
         }
-        t
     }
 
     /// Whether outputs wait for the binding table to be persisted.

@@ -62,6 +62,7 @@ use crate::dns::{HostAnswer, HostLookup};
 use crate::id::NodeId;
 use crate::peers::{Auth, Peers, PeersConfig, Received};
 use crate::queue::{Cx, Dest};
+use crate::session::PeerIdentity;
 use crate::statics::{Expired, Statics};
 use crate::wire::control::{ControlRepr, Hello, MemberInfo, Roles, MAX_MEMBERS};
 
@@ -518,6 +519,11 @@ impl Overlay {
         true
     }
 
+    /// A session with `id` at `to` came up (we initiated it): say hello there.
+    pub fn greet(&mut self, cx: &mut Cx<'_>, id: NodeId, to: SocketAddr) {
+        self.hello_to(cx, id, to);
+    }
+
     fn hello_to(&mut self, cx: &mut Cx<'_>, id: NodeId, to: SocketAddr) {
         let now = cx.now;
         if let Some(k) = self.known.iter_mut().find(|k| k.info.node_id == id) {
@@ -547,8 +553,23 @@ impl Overlay {
         }
     }
 
-    /// A control message from `from` (classified as such by the caller).
+    /// A control message from `from` (classified as such by the caller), on an unsecured overlay.
     pub fn handle_control(&mut self, cx: &mut Cx<'_>, from: SocketAddr, datagram: &[u8]) {
+        self.handle_control_from(cx, from, None, datagram);
+    }
+
+    /// A control message from `from`; `auth` is the sender's certified identity when it came
+    /// through a session ([`crate::secure`]). Then a hello must name the certificate's node id, the
+    /// roles it claims count only where the certificate has them, and storage members named in a
+    /// member list join the DHT member table only once their own authenticated hello arrives.
+    pub fn handle_control_from(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: SocketAddr,
+        auth: Option<PeerIdentity>,
+        datagram: &[u8],
+    ) {
+        let a = if auth.is_some() { Auth::Authenticated } else { Auth::Unauthenticated };
         let repr = match ControlRepr::parse_bytes(datagram) {
             Ok(r) => r,
             Err(_) => {
@@ -568,8 +589,16 @@ impl Overlay {
                 for b in self.bootstrap.iter_mut().filter(|b| b.0 == from) {
                     b.1 = true;
                 }
+                let roles = match auth {
+                    Some(id) if id.node_id != h.node_id => {
+                        cx.stats.secure_identity_mismatch += 1;
+                        return;
+                    }
+                    Some(id) => crate::secure::certified_roles(h.roles, id.roles),
+                    None => h.roles,
+                };
                 // The observed source is where the sender's datagrams come from: reach it there.
-                let info = MemberInfo { node_id: h.node_id, roles: h.roles, endpoint: from };
+                let info = MemberInfo { node_id: h.node_id, roles, endpoint: from };
                 if self.learn(cx, info) && info.roles.contains(Roles::DHT) {
                     // A new storage member: tell every node we know, so it spreads at once.
                     let mut one = Vec::new();
@@ -579,28 +608,32 @@ impl Overlay {
                         Self::send(cx, k.info.endpoint, &m);
                     }
                 }
-                self.peers.on_receive(cx, from, Auth::Unauthenticated, Received::Traffic);
+                self.peers.on_receive(cx, from, a, Received::Traffic);
                 self.hello_to(cx, h.node_id, from);
             }
             ControlRepr::Members(list) => {
-                if self.peers.on_receive(cx, from, Auth::Unauthenticated, Received::Traffic).is_none() {
+                if self.peers.on_receive(cx, from, a, Received::Traffic).is_none() {
                     cx.stats.overlay_unknown_peer += 1;
                     return;
                 }
                 for m in list.iter().filter(|m| m.roles.contains(Roles::DHT)) {
-                    if self.learn(cx, *m) {
+                    let mut m = *m;
+                    if auth.is_some() {
+                        // A member list is hearsay: its entries store records once they say so
+                        // themselves, under their own certificates.
+                        m.roles = Roles(m.roles.0 & !Roles::DHT.0);
+                    }
+                    if self.learn(cx, m) {
                         self.hello_to(cx, m.node_id, m.endpoint);
                     }
                 }
             }
-            ControlRepr::Ping(p) => self.peers.handle_ping(cx, from, Auth::Unauthenticated, &p),
-            ControlRepr::Pong(p) => self.peers.handle_pong(cx, from, Auth::Unauthenticated, &p),
-            ControlRepr::Dht(bytes) => {
-                match self.peers.on_receive(cx, from, Auth::Unauthenticated, Received::Traffic) {
-                    Some(id) => self.dht.handle_message(cx.now, id, bytes),
-                    None => self.unknown_sender(cx, from),
-                }
-            }
+            ControlRepr::Ping(p) => self.peers.handle_ping(cx, from, a, &p),
+            ControlRepr::Pong(p) => self.peers.handle_pong(cx, from, a, &p),
+            ControlRepr::Dht(bytes) => match self.peers.on_receive(cx, from, a, Received::Traffic) {
+                Some(id) => self.dht.handle_message(cx.now, id, bytes),
+                None => self.unknown_sender(cx, from),
+            },
         }
         self.pump(cx);
     }

@@ -314,6 +314,11 @@ impl<const N: usize> Peers<N> {
         self.peers.iter().position(|p| p.endpoint == from)
     }
 
+    /// The id of the peer at `endpoint`.
+    pub fn id_at(&self, endpoint: SocketAddr) -> Option<NodeId> {
+        self.index_of_endpoint(endpoint).map(|i| self.peers[i].id)
+    }
+
     /// Add a peer at `endpoint`, or move a known one there (its RTT is then measured afresh). The node
     /// wants to talk to it: it is active and probed at once. See [`Peers`] for what happens when full.
     pub fn insert(&mut self, cx: &mut Cx<'_>, id: NodeId, endpoint: SocketAddr) -> Result<(), PeersFull> {

@@ -51,7 +51,7 @@ pub const SESSIONS: usize = crate::overlay::PEERS;
 /// entry without a session that was used longest ago is replaced.
 pub const CONTACTS: usize = 64;
 /// Outputs waiting for a session; when full the oldest is dropped.
-pub const STASH: usize = 8;
+pub const STASH: usize = 32;
 /// How long an output waits for its session.
 pub const STASH_WAIT: Duration = Duration::from_secs(10);
 /// Interval between introduction requests to one endpoint.
@@ -192,6 +192,8 @@ pub enum Up {
         endpoint: SocketAddr,
         /// Who it is (certified).
         identity: PeerIdentity,
+        /// Whether we initiated the handshake.
+        initiator: bool,
     },
 }
 
@@ -330,6 +332,10 @@ impl Secure {
         len: usize,
     ) -> Option<usize> {
         let &first = buf.first()?;
+        if !matches!(MessageType::from(first), MessageType::Data | MessageType::Control) {
+            // Handshake and introduction messages leave as written.
+            return Some(len);
+        }
         let remote = self.contact(to).and_then(|c| c.remote);
         let Some(remote) = remote else {
             self.park(now, stats, to, &buf[..len]);
@@ -351,7 +357,8 @@ impl Secure {
                     return None;
                 }
                 buf.copy_within(..len, HEADER_LEN);
-                let r = self.sessions.encrypt(now, &remote, MessageType::Control, Flags::NONE, buf, len, stats);
+                let r =
+                    self.sessions.encrypt(now, &remote, MessageType::Control, Flags::NONE, buf, len, stats);
                 if r.is_err() {
                     buf.copy_within(HEADER_LEN..HEADER_LEN + len, 0);
                 }
@@ -417,7 +424,8 @@ impl Secure {
         let wall = self.wall(now);
         loop {
             let mut buf = [0u8; MAX_HANDSHAKE_LEN];
-            let Some((len, remote)) = self.sessions.poll_initiation(now, &mut self.rng, wall, &mut buf) else {
+            let Some((len, remote)) = self.sessions.poll_initiation(now, &mut self.rng, wall, &mut buf)
+            else {
                 break;
             };
             match self.endpoint_of(&remote) {
@@ -450,7 +458,14 @@ impl Secure {
         }
     }
 
-    fn handle_intro(&mut self, now: Instant, stats: &mut Stats, out: &mut dyn Out, from: SocketAddr, d: &[u8]) {
+    fn handle_intro(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        out: &mut dyn Out,
+        from: SocketAddr,
+        d: &[u8],
+    ) {
         match intro::Repr::parse(d) {
             Ok(intro::Repr::Request { nonce, namespace }) => {
                 if namespace != self.namespace {
@@ -547,7 +562,7 @@ impl Secure {
         if e.initiator {
             self.flush(now, stats, out, from, true);
         }
-        Up::Session { endpoint: from, identity: e.identity }
+        Up::Session { endpoint: from, identity: e.identity, initiator: e.initiator }
     }
 
     /// Re-queues the outputs stashed for `to` (they are sealed on their way out); with `keepalive`,
@@ -583,11 +598,23 @@ impl Secure {
 
     /// Opens a transport message (0xC0/0xC1) from `from` in `buf` (a copy of the datagram).
     // HOT PATH
-    pub fn open(&mut self, now: Instant, stats: &mut Stats, from: SocketAddr, buf: &mut [u8]) -> Option<Opened> {
+    pub fn open(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        out: &mut dyn Out,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Option<Opened> {
         let opened = self.sessions.decrypt(now, buf, stats)?;
         // The peer may have moved (a NAT rebinding): its sessions say who it is, not its address.
         if self.contact(from).and_then(|c| c.remote) != Some(opened.remote) {
             self.bind(now, from, opened.remote);
+        }
+        // A session we answered is usable once the initiator's first message arrived: what waited
+        // for it leaves now.
+        if self.stash.iter().any(|s| s.to == from) {
+            self.flush(now, stats, out, from, false);
         }
         Some(opened)
     }

@@ -37,6 +37,8 @@ struct Net {
     lan_out: Vec<Vec<Vec<u8>>>,
     /// Events each node reported.
     events: Vec<Vec<Event>>,
+    /// Every overlay datagram sent: (from, to, bytes).
+    sniffed: Vec<(usize, usize, Vec<u8>)>,
 }
 
 fn site() -> Site {
@@ -57,35 +59,57 @@ impl Net {
 
     /// [`Net::new`] with every node serving the namespace `site` returns.
     fn with_site(seed: u64, loss_permille: u32, site: fn() -> Site) -> Net {
+        Net::build(seed, loss_permille, 5, |i, cfg| {
+            let cfg = OverlayConfig { id: NodeId([i as u8 * 0x31 + 7; 32]), ..cfg };
+            VnNode::with_overlay(site(), seed + i as u64, cfg)
+        })
+    }
+
+    /// [`Net::new`] on a secured overlay: every node has keys and a certificate of the test CA
+    /// ([`Pki`]), and talks to the others only through Noise sessions.
+    fn secured(seed: u64, loss_permille: u32) -> Net {
+        let pki = Pki::new(1);
+        Net::build(seed, loss_permille, 5, |i, cfg| pki.node(i, seed, cfg, NODE_ROLES(i)))
+    }
+
+    /// `n` nodes at `addr(i)`: node `i` is `make(i, its default overlay config)` (0 and 1 routers, the
+    /// rest storage-only, every node storing and bootstrapping from node 2).
+    fn build(
+        seed: u64,
+        loss_permille: u32,
+        n: usize,
+        mut make: impl FnMut(usize, OverlayConfig) -> VnNode,
+    ) -> Net {
         let mut nodes = Vec::new();
         let mut addrs = Vec::new();
-        for i in 0..5 {
+        for i in 0..n {
             let mut bootstrap = heapless::Vec::new();
             if i != 2 {
                 bootstrap.push(addr(2)).unwrap();
             }
             let cfg = OverlayConfig {
-                id: NodeId([i as u8 * 0x31 + 7; 32]),
+                id: NodeId([0; 32]),
                 storage: true,
                 fresh: true,
                 lan: i < 2,
                 advertise: Some(addr(i)),
                 bootstrap,
             };
-            nodes.push(Box::new(VnNode::with_overlay(site(), seed + i as u64, cfg)));
+            nodes.push(Box::new(make(i, cfg)));
             addrs.push(addr(i));
         }
         Net {
             nodes,
             addrs,
-            alive: vec![true; 5],
+            alive: vec![true; n],
             now: Instant::from_secs(1),
             rng: Rng::new(seed),
             loss_permille,
             wire: BTreeMap::new(),
             seq: 0,
-            lan_out: vec![Vec::new(); 5],
-            events: vec![Vec::new(); 5],
+            lan_out: vec![Vec::new(); n],
+            events: vec![Vec::new(); n],
+            sniffed: Vec::new(),
         }
     }
 
@@ -97,6 +121,7 @@ impl Net {
                 Transmit::Lan(n) => self.lan_out[i].push(buf[..n].to_vec()),
                 Transmit::Overlay { to, len } => {
                     let Some(j) = self.addrs.iter().position(|a| *a == to) else { continue };
+                    self.sniffed.push((i, j, buf[..len].to_vec()));
                     if self.rng.next_u32() % 1000 < self.loss_permille {
                         continue;
                     }
@@ -1084,4 +1109,268 @@ fn statics(seed: u64) {
     assert_eq!(net.nodes[0].stats().overlay_src_not_owned, before + 1);
     net.run(Duration::from_secs(3));
     assert!(!net.nodes[0].overlay().unwrap().holds_ip(net.now, silent), "a frame re-checks, never claims");
+}
+
+// ---- the secured overlay (P3) --------------------------------------------------------------------------
+
+use vn_core::cert::{self, CertBody, CERT_MAX_LEN};
+use vn_core::clock::UnixTime;
+use vn_core::secure::SecurityConfig;
+
+/// The test's wall time (2026-09-21): certificates are checked against it.
+const WALL: u64 = 1_790_000_000;
+const DAY: u64 = 86_400;
+
+/// The roles of node `i` in [`Net::secured`]: routers 0 and 1 also store.
+#[allow(non_snake_case)]
+fn NODE_ROLES(i: usize) -> u8 {
+    if i < 2 {
+        cert::roles::ROUTER | cert::roles::DHT
+    } else {
+        cert::roles::DHT
+    }
+}
+
+/// A test CA and the keys of the nodes it certifies (all from fixed seeds: tests only).
+struct Pki {
+    ca: ed25519_dalek::SigningKey,
+}
+
+impl Pki {
+    fn new(salt: u8) -> Pki {
+        Pki { ca: ed25519_dalek::SigningKey::from_bytes(&[0xca ^ salt; 32]) }
+    }
+
+    /// Node `i`'s Ed25519 key and X25519 secret.
+    fn keys(i: usize) -> (ed25519_dalek::SigningKey, [u8; 32]) {
+        (ed25519_dalek::SigningKey::from_bytes(&[i as u8 + 1; 32]), [0x40 + i as u8; 32])
+    }
+
+    /// A certificate for node `i` in namespace `ns`.
+    fn cert(&self, ns: [u8; 16], i: usize, roles: u8, not_after: u64) -> heapless::Vec<u8, CERT_MAX_LEN> {
+        let (ed, noise) = Pki::keys(i);
+        let ed_pub = ed.verifying_key().to_bytes();
+        let body = CertBody {
+            version: 1,
+            namespace: ns,
+            name: heapless::String::try_from(format!("node{i}").as_str()).unwrap(),
+            node_id: NodeId::from_public_key(&ed_pub).0,
+            ed25519: ed_pub,
+            x25519: vn_core::session::noise::public_key(&noise),
+            roles,
+            serial: i as u64 + 1,
+            not_before: WALL - DAY,
+            not_after,
+            issuer: cert::ca_id(&self.ca.verifying_key().to_bytes()),
+        };
+        let mut buf = [0u8; CERT_MAX_LEN];
+        let n = cert::sign_cert(&body, &self.ca, &mut buf).unwrap();
+        heapless::Vec::from_slice(&buf[..n]).unwrap()
+    }
+
+    fn security(&self, i: usize, cert: heapless::Vec<u8, CERT_MAX_LEN>) -> SecurityConfig {
+        SecurityConfig {
+            noise_secret: Pki::keys(i).1,
+            cert,
+            ca: self.ca.verifying_key().to_bytes(),
+            revoked: None,
+            boot: 1,
+            entropy: [i as u8 ^ 0x5a; 32],
+            wall: UnixTime(WALL),
+            synced: true,
+        }
+    }
+
+    /// Node `i` of [`Net::secured`], certified with `roles`.
+    fn node(&self, i: usize, seed: u64, cfg: OverlayConfig, roles: u8) -> VnNode {
+        let ns = site().params.id;
+        let (ed, _) = Pki::keys(i);
+        let cfg = OverlayConfig { id: NodeId::from_public_key(&ed.verifying_key().to_bytes()), ..cfg };
+        let sec = self.security(i, self.cert(ns, i, roles, WALL + 365 * DAY));
+        VnNode::with_security(site(), seed + i as u64, cfg, sec, Instant::from_secs(0)).unwrap()
+    }
+}
+
+#[test]
+fn a_secured_vn_forms_and_nothing_crosses_in_the_clear() {
+    big_stack(|| {
+        let mut net = Net::secured(0x5eed, 20);
+        net.run(Duration::from_secs(20));
+        for i in 0..5 {
+            let o = net.nodes[i].overlay().unwrap();
+            assert_eq!(
+                vn_core::dht::Members::len(o.dht().members()),
+                5,
+                "node {i} knows every storage member"
+            );
+            assert!(o.dht().node_lease().is_some(), "node {i} holds its node record");
+            assert!(net.nodes[i].stats().sessions_established >= 1, "node {i} has sessions");
+        }
+        let ip_a = dora(&mut net, 0, MAC_A);
+        let ip_b = dora(&mut net, 1, MAC_B);
+        assert_ne!(ip_a, ip_b);
+        let router_mac = net.nodes[0].site().router_mac;
+        net.lan(0, &arp_request(MAC_A, ip_a, ip_b));
+        let reply = net.run_until_lan(0, Duration::from_secs(3), |f| arp_reply_for(f, ip_b).is_some());
+        assert_eq!(reply.and_then(|f| arp_reply_for(&f, ip_b)), Some(router_mac));
+        net.lan(0, &icmp_frame(MAC_A, router_mac, ip_a, ip_b, true, 7));
+        let delivered = net.run_until_lan(1, Duration::from_secs(2), |f| echo_of(f, true).is_some());
+        assert_eq!(echo_of(&delivered.expect("the echo reached B"), true).unwrap().4, 7);
+
+        // Nothing but handshakes, introductions and sealed transport messages was sent, and the
+        // echo's payload never appears on the wire.
+        assert!(!net.sniffed.is_empty());
+        for (_, _, d) in &net.sniffed {
+            assert!((0xC0..=0xC6).contains(&d[0]), "type {:#x}", d[0]);
+            assert!(!d.windows(16).any(|w| w == b"vngate echo test"), "plaintext on the wire");
+        }
+
+        // A sealed data message replayed, and one with a flipped bit, are dropped and counted.
+        let (from, to, sealed) = net
+            .sniffed
+            .iter()
+            .rev()
+            .find(|(f, t, d)| *f == 0 && *t == 1 && d[0] == 0xC0 && d.len() > 80)
+            .cloned()
+            .expect("a data message from A to B");
+        let replayed = net.nodes[to].stats().transport_replayed;
+        net.nodes[to].handle_overlay(net.now, net.addrs[from], &sealed);
+        assert_eq!(net.nodes[to].stats().transport_replayed, replayed + 1);
+        // A flipped bit in the counter: a fresh counter, so the tag is what fails.
+        let mut flipped = sealed.clone();
+        flipped[8] ^= 0x01;
+        let auth = net.nodes[to].stats().transport_auth_failed;
+        net.nodes[to].handle_overlay(net.now, net.addrs[from], &flipped);
+        assert_eq!(net.nodes[to].stats().transport_auth_failed, auth + 1);
+        assert!(net.run_until_lan(to, Duration::from_millis(300), |f| echo_of(f, true).is_some()).is_none());
+        // A plaintext (P2-style) control message is not taken.
+        let plain = net.nodes[to].stats().secure_plaintext_dropped;
+        net.nodes[to].handle_overlay(net.now, net.addrs[from], &[0x01, 1, 0, 0]);
+        assert_eq!(net.nodes[to].stats().secure_plaintext_dropped, plain + 1);
+    });
+}
+
+/// Builds [`Net::secured`] plus a sixth node at `addr(5)` (a storage node bootstrapping from node 2)
+/// whose certificate `make` chooses; runs 20 s.
+fn with_outsider(make: impl Fn(&Pki, [u8; 16]) -> (Pki, heapless::Vec<u8, CERT_MAX_LEN>)) -> Net {
+    with_outsider_revoking(&[], make)
+}
+
+/// [`with_outsider`] where the five members hold a revocation list of `revoked` serials.
+fn with_outsider_revoking(
+    revoked: &[u64],
+    make: impl Fn(&Pki, [u8; 16]) -> (Pki, heapless::Vec<u8, CERT_MAX_LEN>),
+) -> Net {
+    let pki = Pki::new(1);
+    let list = cert::RevocationList {
+        version: 1,
+        namespace: site().params.id,
+        list_version: 1,
+        serials: heapless::Vec::from_slice(revoked).unwrap(),
+        issued: WALL,
+    };
+    let mut signed = [0u8; cert::REVOCATION_LIST_MAX_LEN];
+    let n = cert::sign_revocation_list(&list, &pki.ca, &mut signed).unwrap();
+    let ca = cert::CaKey::from_bytes(&pki.ca.verifying_key().to_bytes()).unwrap();
+    let list = cert::RevocationList::parse_verified(&signed[..n], &ca, &site().params.id).unwrap();
+    let mut net = Net::build(0x0dd, 0, 6, |i, cfg| {
+        if i < 5 {
+            let (ed, _) = Pki::keys(i);
+            let cfg = OverlayConfig { id: NodeId::from_public_key(&ed.verifying_key().to_bytes()), ..cfg };
+            let mut sec = pki.security(i, pki.cert(site().params.id, i, NODE_ROLES(i), WALL + 365 * DAY));
+            sec.revoked = (!revoked.is_empty()).then(|| list.clone());
+            return VnNode::with_security(site(), 0x0dd + i as u64, cfg, sec, Instant::from_secs(0)).unwrap();
+        }
+        let (own, cert) = make(&pki, site().params.id);
+        let (ed, _) = Pki::keys(i);
+        let cfg = OverlayConfig { id: NodeId::from_public_key(&ed.verifying_key().to_bytes()), ..cfg };
+        // The outsider believes its own CA (its certificate verifies for itself).
+        let mut sec = own.security(i, cert);
+        // Its clock knows only an old build time, so its own certificate looks valid to it.
+        sec.synced = false;
+        sec.wall = UnixTime(WALL - 3 * DAY);
+        VnNode::with_security(site(), 0x0dd + 5, cfg, sec, Instant::from_secs(0))
+            .unwrap_or_else(|e| panic!("the outsider starts: {e}"))
+    });
+    net.run(Duration::from_secs(20));
+    net
+}
+
+fn assert_kept_out(net: &Net, what: &str) {
+    let outsider = net.nodes[5].overlay().unwrap().id();
+    for i in 0..5 {
+        let o = net.nodes[i].overlay().unwrap();
+        assert_eq!(
+            vn_core::dht::Members::len(o.dht().members()),
+            5,
+            "{what}: node {i} has the five members only"
+        );
+        assert!(o.peers().get(&outsider).is_none(), "{what}: node {i} never took the outsider as a peer");
+    }
+    // Refused by whoever checked a certificate first: the outsider (ours is not signed by its CA) or
+    // node 2 (the outsider's is not signed by ours, or is expired).
+    let rejected = net.nodes[2].stats().handshake_rejected + net.nodes[5].stats().handshake_rejected;
+    assert!(rejected >= 1, "{what}: the certificate was refused");
+    assert_eq!(net.nodes[5].stats().sessions_established, 0, "{what}: no session");
+    let alone = vn_core::dht::Members::len(net.nodes[5].overlay().unwrap().dht().members());
+    assert_eq!(alone, 1, "{what}: the outsider stores alone, no member of the VN took it in");
+    // The VN itself keeps working.
+    assert!(net.nodes[0].overlay().unwrap().dht().node_lease().is_some(), "{what}: the VN works");
+}
+
+#[test]
+fn a_node_of_another_ca_cannot_join() {
+    big_stack(|| {
+        let net = with_outsider(|_, ns| {
+            let other = Pki::new(2);
+            let cert = other.cert(ns, 5, cert::roles::DHT, WALL + 365 * DAY);
+            (other, cert)
+        });
+        assert_kept_out(&net, "another CA");
+    });
+}
+
+#[test]
+fn an_expired_certificate_cannot_join() {
+    big_stack(|| {
+        let net = with_outsider(|pki, ns| {
+            // Expired yesterday; the outsider's own clock does not know it (unsynced build time).
+            let cert = pki.cert(ns, 5, cert::roles::DHT, WALL - DAY);
+            let mut own = Pki::new(1);
+            own.ca = pki.ca.clone();
+            (own, cert)
+        });
+        assert_kept_out(&net, "expired");
+    });
+}
+
+#[test]
+fn a_revoked_certificate_cannot_join() {
+    big_stack(|| {
+        // Node 5's certificate (serial 6) is from the right CA, but the members hold a list revoking it.
+        let net = with_outsider_revoking(&[6], |pki, ns| {
+            let cert = pki.cert(ns, 5, cert::roles::DHT, WALL + 365 * DAY);
+            let mut own = Pki::new(1);
+            own.ca = pki.ca.clone();
+            (own, cert)
+        });
+        assert_kept_out(&net, "revoked");
+    });
+}
+
+#[test]
+fn a_certified_member_joins_where_an_outsider_would_not() {
+    // The control for the three tests above: the same sixth node with a good certificate joins.
+    big_stack(|| {
+        let net = with_outsider(|pki, ns| {
+            let cert = pki.cert(ns, 5, cert::roles::DHT, WALL + 365 * DAY);
+            let mut own = Pki::new(1);
+            own.ca = pki.ca.clone();
+            (own, cert)
+        });
+        let member = net.nodes[5].overlay().unwrap().id();
+        assert!(net.nodes[2].overlay().unwrap().peers().get(&member).is_some(), "node 2 took it as a peer");
+        assert!(net.nodes[5].stats().sessions_established >= 1);
+        assert_eq!(vn_core::dht::Members::len(net.nodes[2].overlay().unwrap().dht().members()), 6);
+    });
 }
