@@ -169,6 +169,8 @@ step_nodes() {
         for n in "${VT_ROUTERS[@]}" "${VT_STORAGE[@]}" i1; do
             across "$n started with its certificate (hostctl node sign)" \
                 grep -q 'certificate serial' "$VT_WORK/vngate-$n.log"
+            across "$n runs a secured overlay (sessions with certified nodes only)" \
+                grep -q 'the overlay is secured' "$VT_WORK/vngate-$n.log"
         done
     fi
 }
@@ -255,6 +257,7 @@ step_ping() {
             fi
         done
     done
+    [ "$VT_OVERLAY" = 1 ] && [ -n "${VT_ADMIN:-}" ] && [ -n "${IP[a1]:-}" ] && [ -n "${IP[b1]:-}" ] && sealed_on_the_wan
     if [ "$VT_OVERLAY" = 1 ] && [ -n "${IP[a1]:-}" ] && [ -n "${IP[b1]:-}" ]; then
         avg=$(ping_avg vt_host_exec a1 ping "${IP[b1]}")
         if [ -n "$avg" ]; then
@@ -263,6 +266,33 @@ step_ping() {
             vt_fail "RTT alpha -> charlie across the VN: no reply to 10 pings"
         fi
         FIG+=("VN RTT alpha->charlie ${avg:-?} ms")
+    fi
+}
+
+# sealed_on_the_wan: pings from alpha to charlie carry a marker pattern; a capture on site A's LAN port sees it
+# (the control: the check can see plaintext), a capture of the overlay's UDP on the WAN bridge must not (every
+# frame crosses inside a Noise session), and it must hold overlay datagrams at all.
+sealed_on_the_wan() {
+    local lan=$VT_WORK/lan-marker.pcap wan=$VT_WORK/wan-marker.pcap marker=766e676174652d6d61726b6572 p1 p2
+    vt_bg ip netns exec "$(vt_ns ra)" timeout 8 tcpdump --immediate-mode -i p-a1 -nn -U -w "$lan" icmp \
+        >/dev/null 2>&1
+    p1=$VT_LAST_PID
+    vt_bg ip netns exec "$(vt_ns wan)" timeout 8 tcpdump --immediate-mode -i wbr -nn -U -w "$wan" \
+        "udp port $VT_WAN_PORT" >/dev/null 2>&1
+    p2=$VT_LAST_PID
+    sleep 1
+    vt_host_exec a1 ping -c 5 -i 0.2 -W 2 -p "$marker" "${IP[b1]}" >/dev/null 2>&1
+    sleep 0.5
+    kill -INT "$p1" "$p2" 2>/dev/null
+    wait "$p1" "$p2" 2>/dev/null
+    has_marker() { tcpdump -r "$1" -nn -x 2>/dev/null | sed -n 's/^\s*0x[0-9a-f]*:\s*//p' | tr -d ' \n' | grep -q "$marker"; }
+    vt_check "the marker pattern is visible on site A's LAN (control)" has_marker "$lan"
+    vt_check "overlay datagrams crossed the WAN during the pings" \
+        test "$(tcpdump -r "$wan" -nn 2>/dev/null | wc -l)" -ge 10
+    if has_marker "$wan"; then
+        vt_fail "the marker pattern crossed the WAN in the clear"
+    else
+        vt_pass "nothing of the pings crossed the WAN in the clear (sealed in Noise sessions)"
     fi
 }
 

@@ -108,7 +108,6 @@ impl NoiseKey {
     }
 
     /// The secret, for the session layer.
-    #[allow(dead_code)]
     pub fn secret(&self) -> &StaticSecret {
         &self.secret
     }

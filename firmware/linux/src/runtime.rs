@@ -86,6 +86,8 @@ fn build_node(
     site: Site,
     seed: u64,
     identity: &crate::identity::Identity,
+    security: Option<vn_core::secure::SecurityConfig>,
+    now: vn_core::Instant,
 ) -> Result<Box<DaemonNode>> {
     let Some(o) = &cfg.overlay else {
         return Ok(Box::new(DaemonNode::new(site, seed)));
@@ -117,7 +119,13 @@ fn build_node(
         if o.storage { "storage" } else { "client" },
         if fresh { ", founding: votes at once" } else { ", copies before it votes" }
     );
-    let mut node = Box::new(DaemonNode::with_overlay(site, seed, oc));
+    let mut node = match security {
+        Some(sec) => {
+            info!("the overlay is secured: sessions only with nodes this namespace's CA certified");
+            Box::new(DaemonNode::with_security(site, seed, oc, sec, now).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => Box::new(DaemonNode::with_overlay(site, seed, oc)),
+    };
     node.set_preclaim(o.preclaim);
     Ok(node)
 }
@@ -181,11 +189,9 @@ async fn serve(cfg: Config) -> Result<()> {
         if created { "new" } else { "existing" },
         cfg.state_dir.join(crate::identity::NOISE_KEY_FILE).display()
     );
-    match crate::security::check(
-        &cfg,
-        Some((identity.public_key(), noise.public_key())),
-        crate::security::reading(),
-    )? {
+    let reading = crate::security::reading();
+    let verified = crate::security::check(&cfg, Some((identity.public_key(), noise.public_key())), reading)?;
+    match &verified {
         None => warn!(
             "no certificate at {}: running unsigned, as in P2 (set [security] require = true to refuse this)",
             cfg.security.cert.display()
@@ -202,7 +208,26 @@ async fn serve(cfg: Config) -> Result<()> {
     // Advanced (durably) before anything is sent: handshakes of this start carry the new value.
     let boot = crate::boot::next(&cfg.state_dir)?;
     info!("boot {boot} ({})", cfg.state_dir.join(crate::boot::BOOT_FILE).display());
-    let mut node = build_node(&cfg, site, random_seed()?, &identity)?;
+    let security = match verified {
+        Some(v) if cfg.overlay.is_some() => {
+            let mut entropy = [0u8; 32];
+            getrandom::fill(&mut entropy).map_err(|e| anyhow::anyhow!("OS random generator failed: {e}"))?;
+            Some(vn_core::secure::SecurityConfig {
+                noise_secret: noise.secret().to_bytes(),
+                cert: heapless::Vec::from_slice(&v.cert).map_err(|_| {
+                    anyhow::anyhow!("the certificate {} is too long", cfg.security.cert.display())
+                })?,
+                ca: v.ca,
+                revoked: v.revoked,
+                boot,
+                entropy,
+                wall: reading.latest,
+                synced: reading.synced,
+            })
+        }
+        _ => None,
+    };
+    let mut node = build_node(&cfg, site, random_seed()?, &identity, security, clock.now())?;
     let (saved, bad) =
         store.load().with_context(|| format!("cannot read the bindings file {}", store.path().display()))?;
     for b in &bad {

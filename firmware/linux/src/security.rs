@@ -20,10 +20,16 @@ use crate::config::Config;
 pub const CLOCK_FLOOR: u64 = 1_767_225_600;
 
 /// What a good certificate says, for the logs and the status.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Verified {
     /// The certificate's contents.
     pub info: CertInfo,
+    /// The certificate's exact bytes (what the handshakes carry).
+    pub cert: Vec<u8>,
+    /// The CA's public key.
+    pub ca: [u8; 32],
+    /// The checked revocation list, when there is one.
+    pub revoked: Option<RevocationList>,
     /// The namespace document's version.
     pub doc_version: u64,
     /// The revocation list's version (0: none).
@@ -169,8 +175,11 @@ pub fn check(cfg: &Config, keys: Option<([u8; 32], [u8; 32])>, now: Reading) -> 
     })?;
     Ok(Some(Verified {
         info,
+        cert: cert_bytes.clone(),
+        ca: ca.public(),
         doc_version: doc.doc_version,
-        revocation_version: revoked.map_or(0, |r| r.list_version),
+        revocation_version: revoked.as_ref().map_or(0, |r| r.list_version),
+        revoked,
     }))
 }
 
