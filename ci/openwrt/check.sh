@@ -24,7 +24,8 @@ field() { sed -n "s/^$1: //p" "$2"; }
 check_ipk() {
     local ipk=$1 name w pkgarch machine runner=()
     name=$(basename "$ipk" .ipk)
-    pkgarch=${name##*_}
+    pkgarch=${name#vngate_}
+    pkgarch=${pkgarch#*_}
     w=$(mktemp -d)
     echo "=== $name"
     # The outer archive: gzip'd tar of exactly these three members, debian-binary first.
@@ -89,11 +90,14 @@ check_ipk() {
         mipsel*) machine='MIPS'; runner=(qemu-mipsel-static) ;;
         *) machine='?' ;;
     esac
-    readelf -h "$bin" | grep -q "Machine:.*$machine" && ok "$name: ELF machine $machine" || ko "$name: ELF machine"
-    ! readelf -lW "$bin" | grep -q INTERP && ! readelf -dW "$bin" 2>/dev/null | grep -q NEEDED &&
+    # (readelf's output in variables: `grep -q` on a pipe under pipefail fails on SIGPIPE.)
+    local header prog dyn sections
+    header=$(readelf -h "$bin") prog=$(readelf -lW "$bin") dyn=$(readelf -dW "$bin" 2>&1) sections=$(readelf -SW "$bin")
+    grep -q "Machine:.*$machine" <<<"$header" && ok "$name: ELF machine $machine" || ko "$name: ELF machine"
+    ! grep -q INTERP <<<"$prog" && ! grep -q NEEDED <<<"$dyn" &&
         ok "$name: static (no interpreter, no NEEDED; file: $(file -b "$bin" | cut -d, -f1-2,5-6))" ||
         ko "$name: not static: $(file -b "$bin")"
-    readelf -SW "$bin" | grep -q '\.debug_\|\.symtab' && ko "$name: not stripped" || ok "$name: stripped ($(stat -c %s "$bin") bytes)"
+    grep -q '\.debug_\|\.symtab' <<<"$sections" && ko "$name: not stripped" || ok "$name: stripped ($(stat -c %s "$bin") bytes)"
 
     # Run it on the package's own default config.
     if [ ${#runner[@]} -gt 0 ] && ! command -v "${runner[0]}" >/dev/null; then
