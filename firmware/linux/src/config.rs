@@ -12,7 +12,7 @@ use vn_core::config::{AddrRange, ConfigError, NamespaceParams};
 use vn_core::{Duration, Ipv4Cidr};
 
 /// What the daemon runs with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The VN's parameters.
     pub params: NamespaceParams,
@@ -150,14 +150,22 @@ struct RawDaemon {
     state_dir: Spanned<String>,
 }
 
-/// Read and check the configuration at `path`.
+/// Read and check the configuration at `path`: TOML, or OpenWrt's UCI (see [`crate::uci`]).
 pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+    let text = read(path)?;
+    if crate::uci::looks_like_uci(path, &text) {
+        return crate::uci::parse(path, &text);
+    }
+    parse(path, &text)
+}
+
+/// The text of the configuration file at `path`.
+pub fn read(path: &Path) -> Result<String, ConfigFileError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigFileError {
         path: path.to_owned(),
         line: None,
         message: format!("cannot read the configuration: {e}"),
-    })?;
-    parse(path, &text)
+    })
 }
 
 fn line_of(text: &str, span: Range<usize>) -> usize {

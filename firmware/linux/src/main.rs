@@ -12,6 +12,7 @@ mod identity;
 mod persist;
 mod runtime;
 mod security;
+mod uci;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "vngate", version, about = "A site's gateway onto a self-configuring virtual network")]
 struct Cli {
-    /// Configuration file (TOML).
+    /// Configuration file: TOML, or OpenWrt's UCI (/etc/config/vngate; detected by its content).
     #[arg(long, short, global = true, default_value = "/etc/vngate/vngate.toml")]
     config: PathBuf,
     #[command(subcommand)]
@@ -36,6 +37,13 @@ enum Command {
     CheckConfig {
         /// The file to check (instead of --config).
         file: Option<PathBuf>,
+    },
+    /// Translate an OpenWrt UCI configuration (/etc/config/vngate) into the daemon's TOML, check it
+    /// and print it: exit 1, with the UCI line of the first error and nothing on stdout, when unusable.
+    UciToToml {
+        /// The UCI file.
+        #[arg(default_value = "/etc/config/vngate")]
+        file: PathBuf,
     },
     /// Make this node's keys (node.key, noise.key) if absent and write and print node.pub, the file
     /// `hostctl node sign --pub` reads. The private keys never leave this machine.
@@ -155,6 +163,18 @@ fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 },
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::UciToToml { file }) => {
+            match config::read(&file).and_then(|text| uci::to_checked_toml(&file, &text)) {
+                Ok(toml) => {
+                    print!("{toml}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
