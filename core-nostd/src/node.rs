@@ -130,6 +130,14 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         Ok(n)
     }
 
+    /// SNTP servers for the wall clock that certificates are checked against (secured overlays only;
+    /// see [`Secure::set_sntp_servers`]).
+    pub fn set_sntp_servers(&mut self, now: Instant, servers: &[SocketAddr]) {
+        if let Some(sec) = self.secure.as_mut() {
+            sec.set_sntp_servers(now, servers);
+        }
+    }
+
     /// The secured side, when the overlay is secured.
     pub fn secure(&self) -> Option<&Secure> {
         self.secure.as_ref()
@@ -785,6 +793,11 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
 
     /// An answer to one of the node's own upstream queries (DNS forwarding), received on `local_port`.
     pub fn handle_upstream(&mut self, now: Instant, from: SocketAddr, local_port: u16, datagram: &[u8]) {
+        if let Some(sec) = self.secure.as_mut() {
+            if sec.handle_upstream(now, &mut self.stats, from, local_port, datagram) {
+                return;
+            }
+        }
         let (mut cx, site, _arp, _dhcp, _pool, dns) = self.cx_parts(now);
         dns.handle_upstream(&mut cx, site, from, local_port, datagram);
     }

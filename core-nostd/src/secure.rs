@@ -62,6 +62,13 @@ pub const INTRO_TRIES: u8 = 5;
 /// Introduction answers per second per source address (bursts of [`INTRO_RATE`]).
 pub const INTRO_RATE: u32 = 5;
 
+/// Interval between SNTP queries until one is answered.
+pub const SNTP_RETRY: Duration = Duration::from_secs(16);
+/// Interval between SNTP queries once the clock is set.
+pub const SNTP_INTERVAL: Duration = Duration::from_secs(3600);
+/// SNTP servers kept.
+pub const SNTP_SERVERS: usize = 4;
+
 /// What a node needs to take part in a secured overlay. Keys are made on the device; the entropy
 /// comes from the runtime's RNG (never from configuration).
 #[derive(Clone)]
@@ -209,13 +216,28 @@ pub struct Secure {
     contacts: Vec<Contact, CONTACTS>,
     stash: Vec<Stashed, STASH>,
     intro_limit: RateLimiter<64>,
+    sntp: Sntp,
+}
+
+/// SNTP (RFC 4330) queries for the wall clock, sent through the node's upstream path.
+#[derive(Debug, Default)]
+struct Sntp {
+    servers: Vec<SocketAddr, SNTP_SERVERS>,
+    next: Option<Instant>,
+    turn: usize,
+    /// The query in flight: (local port, nonce, server).
+    pending: Option<(u16, u64, SocketAddr)>,
 }
 
 impl Secure {
     /// The secured side for a node of `namespace`, started at `now`; our own certificate must verify.
     pub fn new(namespace: &[u8; 16], config: SecurityConfig, now: Instant) -> Result<Self, SecurityError> {
         let ca = CaKey::from_bytes(&config.ca).map_err(SecurityError::Certificate)?;
-        let clock = WallClock::new(config.wall, now);
+        let mut clock = WallClock::new(config.wall, now);
+        if config.synced {
+            // A clock the runtime knows is right (an NTP-synced OS clock) counts as an SNTP answer.
+            clock.on_sntp(now, config.wall);
+        }
         let reading = Reading { latest: config.wall, synced: config.synced };
         let me = Certificate::parse(&config.cert)
             .and_then(|c| c.verify(&ca, namespace, reading, config.revoked.as_ref()))
@@ -237,6 +259,7 @@ impl Secure {
             contacts: Vec::new(),
             stash: Vec::new(),
             intro_limit: RateLimiter::default(),
+            sntp: Sntp::default(),
         })
     }
 
@@ -623,13 +646,72 @@ impl Secure {
     pub fn poll_at(&self) -> Option<Instant> {
         let intro = self.contacts.iter().filter_map(|c| c.intro.map(|i| i.next)).min();
         let stash = self.stash.iter().map(|s| s.at + STASH_WAIT).min();
-        [self.sessions.poll_at(), intro, stash].into_iter().flatten().min()
+        [self.sessions.poll_at(), intro, stash, self.sntp.next].into_iter().flatten().min()
+    }
+
+    /// SNTP servers to set the wall clock from (the first [`SNTP_SERVERS`]; asked in turn, the first
+    /// query at once). Their answers are what `synced` means for certificates' `not_before`.
+    pub fn set_sntp_servers(&mut self, now: Instant, servers: &[SocketAddr]) {
+        self.sntp.servers = servers.iter().take(SNTP_SERVERS).copied().collect();
+        self.sntp.next = (!self.sntp.servers.is_empty()).then_some(now);
+    }
+
+    fn sntp_query(&mut self, now: Instant, stats: &mut Stats, out: &mut dyn Out) {
+        let Some(next) = self.sntp.next else { return };
+        if next > now || self.sntp.servers.is_empty() {
+            return;
+        }
+        let server = self.sntp.servers[self.sntp.turn % self.sntp.servers.len()];
+        self.sntp.turn = self.sntp.turn.wrapping_add(1);
+        let nonce = self.rng_u64();
+        let port = 49152 + (rand_core::RngCore::next_u32(&mut self.rng) % 16384) as u16;
+        let req = crate::wire::ntp::Repr::client_request(nonce);
+        out.push(stats, Dest::Upstream { to: server, local_port: port }, false, &mut |b| req.emit_into(b));
+        self.sntp.pending = Some((port, nonce, server));
+        self.sntp.next = Some(now + SNTP_RETRY);
+        stats.sntp_queries += 1;
+    }
+
+    /// An upstream datagram on `local_port`: `true` when it was the answer to our SNTP query (taken,
+    /// whatever it says). An empty datagram is the runtime's "no answer".
+    pub fn handle_upstream(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        from: SocketAddr,
+        local_port: u16,
+        datagram: &[u8],
+    ) -> bool {
+        let Some((port, nonce, server)) = self.sntp.pending else { return false };
+        if port != local_port {
+            return false;
+        }
+        if datagram.is_empty() {
+            self.sntp.pending = None;
+            return true;
+        }
+        let time = (from == server)
+            .then(|| crate::wire::ntp::Repr::parse_bytes(datagram).ok())
+            .flatten()
+            .and_then(|r| r.check_reply(nonce).ok());
+        match time {
+            Some(t) => {
+                self.sntp.pending = None;
+                self.clock.on_sntp(now, t);
+                self.sntp.next = Some(now + SNTP_INTERVAL);
+                stats.sntp_answers += 1;
+                info!("secure: the wall clock is {} (SNTP {})", t, from);
+            }
+            None => stats.sntp_refused += 1,
+        }
+        true
     }
 
     /// Timers: introduction retries, handshake retries and rekeys, expired stash entries.
     pub fn handle_timeout(&mut self, now: Instant, stats: &mut Stats, out: &mut dyn Out) {
         self.sessions.handle_timeout(now, stats);
         self.pump(now, stats, out);
+        self.sntp_query(now, stats, out);
         let ns = self.namespace;
         let mut gave_up: Vec<SocketAddr, CONTACTS> = Vec::new();
         for c in self.contacts.iter_mut() {

@@ -153,11 +153,17 @@ pub struct Stats {
     pub secure_plaintext_dropped: u64,
     /// Hellos whose node id is not the one their session's certificate names.
     pub secure_identity_mismatch: u64,
+    /// SNTP queries sent (wall clock for certificates).
+    pub sntp_queries: u64,
+    /// SNTP answers that set the clock.
+    pub sntp_answers: u64,
+    /// SNTP answers refused (wrong source, nonce, mode, stratum or a kiss code).
+    pub sntp_refused: u64,
 }
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 73] {
+    pub fn fields(&self) -> [(&'static str, u64); 76] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -232,6 +238,9 @@ impl Stats {
             ("secure_intro_failed", self.secure_intro_failed),
             ("secure_plaintext_dropped", self.secure_plaintext_dropped),
             ("secure_identity_mismatch", self.secure_identity_mismatch),
+            ("sntp_queries", self.sntp_queries),
+            ("sntp_answers", self.sntp_answers),
+            ("sntp_refused", self.sntp_refused),
         ]
     }
 }

@@ -1374,3 +1374,54 @@ fn a_certified_member_joins_where_an_outsider_would_not() {
         assert_eq!(vn_core::dht::Members::len(net.nodes[2].overlay().unwrap().dht().members()), 6);
     });
 }
+
+#[test]
+fn sntp_answers_set_the_wall_clock_and_forgeries_do_not() {
+    big_stack(|| {
+        use vn_core::wire::ntp;
+        let pki = Pki::new(1);
+        let mut net = Net::build(3, 0, 1, |i, cfg| pki.node(i, 3, cfg, NODE_ROLES(i)));
+        let server: SocketAddr = "192.0.2.123:123".parse().unwrap();
+        let t0 = net.now;
+        net.nodes[0].set_sntp_servers(t0, &[server]);
+        net.nodes[0].handle_timeout(t0);
+        let mut buf = [0u8; FRAME_CAP];
+        let mut query = None;
+        while let Some(t) = net.nodes[0].poll_transmit(t0, &mut buf) {
+            if let Transmit::Upstream { to, local_port, len } = t {
+                query = Some((to, local_port, buf[..len].to_vec()));
+            }
+        }
+        let (to, port, q) = query.expect("an SNTP query");
+        assert_eq!(to, server);
+        let req = ntp::Repr::parse_bytes(&q).unwrap();
+        assert_eq!(req.mode, ntp::Mode::Client);
+        let answer = |origin: ntp::Timestamp, unix: u64| {
+            let r = ntp::Repr {
+                mode: ntp::Mode::Server,
+                stratum: 2,
+                origin_ts: origin,
+                transmit_ts: ntp::Timestamp::from_unix(UnixTime(unix)),
+                ..req
+            };
+            let mut b = [0u8; ntp::HEADER_LEN];
+            r.emit_into(&mut b).unwrap();
+            b
+        };
+        let later = WALL + 30 * DAY;
+        // A forged answer (wrong origin) and one from another address are refused.
+        net.nodes[0].handle_upstream(t0, server, port, &answer(ntp::Timestamp(7), later));
+        let other: SocketAddr = "192.0.2.66:123".parse().unwrap();
+        net.nodes[0].handle_upstream(t0, other, port, &answer(req.transmit_ts, later));
+        assert_eq!(net.nodes[0].stats().sntp_refused, 2);
+        assert!(net_clock(&net).synced(), "the configured time counts as synced (test PKI)");
+        // The real answer sets the clock.
+        net.nodes[0].handle_upstream(t0, server, port, &answer(req.transmit_ts, later));
+        assert_eq!(net.nodes[0].stats().sntp_answers, 1);
+        assert!(net_clock(&net).latest(t0).0 >= later, "the clock moved to the server's time");
+    });
+}
+
+fn net_clock(net: &Net) -> vn_core::clock::WallClock {
+    net.nodes[0].secure().unwrap().clock().clone()
+}

@@ -45,7 +45,13 @@ pub struct Security {
     /// bad one always stops the daemon; without one (and `require = false`) the node runs unsigned, as
     /// in P2, with a warning.
     pub require: bool,
+    /// SNTP servers (IP:port) whose time the node checks certificates against (RFC 4330; none by
+    /// default: the OS clock, and the times certified peers put in their handshakes).
+    pub ntp: Vec<SocketAddr>,
 }
+
+/// Most SNTP servers accepted (the core asks the first 4 in turn).
+pub const MAX_NTP: usize = 4;
 
 /// The `[overlay]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +118,8 @@ struct RawSecurity {
     namespace_doc: Option<Spanned<String>>,
     revoked: Option<Spanned<String>>,
     require: Option<bool>,
+    #[serde(default)]
+    ntp: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +374,22 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
         namespace_doc: file(sec.and_then(|s| s.namespace_doc.as_ref()), "namespace.doc")?,
         revoked: file(sec.and_then(|s| s.revoked.as_ref()), "revoked")?,
         require: sec.and_then(|s| s.require).unwrap_or(false),
+        ntp: match sec {
+            None => Vec::new(),
+            Some(s) => {
+                if s.ntp.len() > MAX_NTP {
+                    return Err(err(at(&s.ntp[MAX_NTP]), format!("at most {MAX_NTP} `ntp` servers")));
+                }
+                s.ntp
+                    .iter()
+                    .map(|n| {
+                        n.get_ref().parse::<SocketAddr>().map_err(|_| {
+                            err(at(n), "`ntp` entries are IP:port (e.g. \"192.0.2.123:123\")".into())
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        },
     };
     Ok(Config { params, tap, role, overlay, state_dir, security })
 }
@@ -502,6 +526,13 @@ state_dir = "/var/lib/vngate"
         assert!(c.security.require);
         let e = parse(Path::new("t.toml"), &format!("{GOOD}\n[security]\nkey = \"x\"\n")).unwrap_err();
         assert!(e.message.contains("key"), "{e}");
+        assert!(c.security.ntp.is_empty());
+        let c = parse(Path::new("t.toml"), &format!("{GOOD}\n[security]\nntp = [\"192.0.2.123:123\"]\n"))
+            .unwrap();
+        assert_eq!(c.security.ntp, vec!["192.0.2.123:123".parse::<SocketAddr>().unwrap()]);
+        let e = parse(Path::new("t.toml"), &format!("{GOOD}\n[security]\nntp = [\"pool.ntp.org\"]\n"))
+            .unwrap_err();
+        assert!(e.message.contains("IP:port") && e.line.is_some(), "{e}");
     }
 
     #[test]

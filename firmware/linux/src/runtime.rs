@@ -127,6 +127,7 @@ fn build_node(
         None => Box::new(DaemonNode::with_overlay(site, seed, oc)),
     };
     node.set_preclaim(o.preclaim);
+    node.set_sntp_servers(now, &cfg.security.ntp);
     Ok(node)
 }
 

@@ -10,7 +10,7 @@
 //!                                                      the init script's)
 //! config overlay 'overlay'          -> [overlay]     (listen, advertise, list peer, storage, founding,
 //!                                                      preclaim; `enabled '0'` leaves the table out)
-//! config security 'security'        -> [security]    (cert, ca, namespace_doc, revoked, require)
+//! config security 'security'        -> [security]    (cert, ca, namespace_doc, revoked, require, list ntp)
 //! ```
 //!
 //! The syntax is libuci's: `config TYPE ['NAME']`, `option NAME VALUE`, `list NAME VALUE`, `package NAME`,
@@ -154,6 +154,7 @@ const SCHEMA: &[Schema] = &[
             ("namespace_doc", "namespace_doc", Kind::Path),
             ("revoked", "revoked", Kind::Path),
             ("require", "require", Kind::Bool),
+            ("ntp", "ntp", Kind::List),
         ],
     ),
 ];
