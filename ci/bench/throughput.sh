@@ -53,6 +53,10 @@ PINGS=${BENCH_PINGS:-100}
 DELAY=${BENCH_DELAY:-50ms}
 WGS=${BENCH_WG-}
 VNGATE_BIN=${VNGATE_BIN:-$root/target/release/vngate}
+HOSTCTL_BIN=${HOSTCTL_BIN:-$root/target/release/hostctl}
+# BENCH_PLAIN=1: vngate without certificates (P2's plaintext overlay), for comparison; default: every vngate
+# node provisioned by hostctl, so the overlay runs in Noise sessions (ChaCha20-Poly1305 on every frame).
+PLAIN=${BENCH_PLAIN:-0}
 WANEM_BIN=${WANEM_BIN:-$root/target/release/vn-wanem}
 OUT=${BENCH_OUT-$here/results/throughput-$(date -u +%Y%m%d-%H%M).txt}
 
@@ -74,9 +78,9 @@ for w in $WGS; do [ -x "$(wg_bin "$w")" ] || { echo "throughput.sh: $w missing" 
 for t in ip taskset iperf3 ping wg busybox jq strip; do
   command -v "$t" >/dev/null || { echo "throughput.sh: $t missing (VNGATE_BENCH=1 ci/setup.sh installs it)" >&2; exit 1; }
 done
-if [ ! -x "$VNGATE_BIN" ] || { [ "$DELAY" != 0 ] && [ ! -x "$WANEM_BIN" ]; }; then
-  echo "# building: cargo build --release -p vngate -p vn-wanem" >&2
-  (cd "$root" && cargo build --release -q -p vngate -p vn-wanem)
+if [ ! -x "$VNGATE_BIN" ] || [ ! -x "$HOSTCTL_BIN" ] || { [ "$DELAY" != 0 ] && [ ! -x "$WANEM_BIN" ]; }; then
+  echo "# building: cargo build --release -p vngate -p hostctl -p vn-wanem" >&2
+  (cd "$root" && cargo build --release -q -p vngate -p hostctl -p vn-wanem)
 fi
 if [ "$(nproc)" -lt 2 ]; then GEN_CPU=0; SRV_CPU=0; fi
 
@@ -138,10 +142,28 @@ NS_TOML='[namespace]
 id = "7470757462656e636874687270757431"
 name = "bench"
 subnet = "10.250.0.0/16"'
+# provision: the bench namespace's CA (hostctl ns create); NS_TOML then carries its id.
+provision() {
+  [ "$PLAIN" = 1 ] && return 0
+  echo "bench passphrase $P" >"$work/pass"
+  "$HOSTCTL_BIN" ns create bench --subnet 10.250.0.0/16 --dir "$work/admin" --passphrase-file "$work/pass" \
+    --json >"$work/ns.json" || die "hostctl ns create failed"
+  local id; id=$(sed -n 's/.*"id": *"\([0-9a-f]\{32\}\)".*/\1/p' "$work/ns.json")
+  NS_TOML=$(printf '[namespace]\nid = "%s"\nname = "bench"\nsubnet = "10.250.0.0/16"' "$id")
+}
+# certify NAME STATE_DIR ROLES ENDPOINT: keys made in STATE_DIR (vngate keygen), signed by the bench CA.
+certify() {
+  [ "$PLAIN" = 1 ] && return 0
+  "$VNGATE_BIN" keygen --state-dir "$2" >/dev/null || die "vngate keygen $1"
+  "$HOSTCTL_BIN" node sign "$1" --pub "$2/node.pub" --role "$3" --endpoint "$4" --dir "$work/admin" \
+    --passphrase-file "$work/pass" >/dev/null || die "hostctl node sign $1"
+  cp "$work/admin/bundles/$1/node.cert" "$work/admin/bundles/$1/ca.pub" "$work/admin/bundles/$1/namespace.doc" "$2/"
+}
 PEERS='["10.99.0.11:4789", "10.99.0.12:4789", "10.99.0.13:4789"]'
 vngate_pids=()
 
 setup() {
+  provision
   ns_add wan
   ip -n "$P-wan" link add br0 type bridge
   ip -n "$P-wan" link set br0 up
@@ -150,6 +172,7 @@ setup() {
     ns_add "s$s"
     wan_port "s$s" "10.99.0.1$s"
     mkdir -p "$work/s$s"
+    certify "s$s" "$work/s$s" dht "10.99.0.1$s:4789"
     printf '%s\n[overlay]\nlisten = "10.99.0.1%s:4789"\npeers = %s\nfounding = true\n[daemon]\nstate_dir = "%s"\n' \
       "$NS_TOML" "$s" "$PEERS" "$work/s$s" >"$work/s$s.toml"
     bg "s$s" "$SRV_CPU" "$work/s$s.log" "$VNGATE_BIN" -c "$work/s$s.toml"
@@ -177,6 +200,7 @@ setup() {
     ip -n "$P-h$r" addr add "10.1$n.0.10/24" dev eth0
     ip -n "$P-h$r" addr add "10.2$n.0.10/24" dev eth0
     mkdir -p "$work/r$r"
+    certify "r$r" "$work/r$r" router,dht "10.99.0.$n:4789"
     printf '%s\n[overlay]\nlisten = "10.99.0.%s:4789"\npeers = %s\nfounding = true\n[daemon]\ntap = "vn0"\nstate_dir = "%s"\n' \
       "$NS_TOML" "$n" "$PEERS" "$work/r$r" >"$work/r$r.toml"
     bg "r$r" "$SRV_CPU" "$work/r$r.log" "$VNGATE_BIN" -c "$work/r$r.toml"
@@ -381,8 +405,13 @@ wgver=$(for w in $WGS; do "$(wg_bin "$w")" --version 2>&1 | head -n 1; done | pa
   echo "wireguard: $wgver (userspace, TUN, both ends on one core; boringtun with its default 4 threads)"
   echo "hosts' MTU 1380 (vngate's VN MTU) in every variant; WireGuard interfaces' MTU 1420"
   echo "vngate release binary, stripped: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB), $(uname -m)"
-  echo "NOTE: vngate's data plane is plaintext in P2 (encryption comes with P3); WireGuard encrypts and"
-  echo "      authenticates every packet (ChaCha20-Poly1305), so it does more work per packet than vngate."
+  if [ "$PLAIN" = 1 ]; then
+    echo "NOTE: BENCH_PLAIN=1: vngate ran without certificates (P2's plaintext overlay); WireGuard encrypts and"
+    echo "      authenticates every packet (ChaCha20-Poly1305), so it does more work per packet than vngate here."
+  else
+    echo "vngate: every node provisioned by hostctl; frames cross in Noise IK sessions (ChaCha20-Poly1305),"
+    echo "      as WireGuard's do: $(cat "$work"/r?.log | grep -c 'the overlay is secured') of 2 routers logged a secured overlay"
+  fi
   report lan "WAN: direct bridge (0 ms)"
   if [ "$DELAY" != 0 ]; then
     report wan "WAN: $DELAY one-way delay on site A's WAN port (vn-wanem, both directions; RTT +2x$DELAY)"
