@@ -296,6 +296,33 @@ sealed_on_the_wan() {
     fi
 }
 
+# ---- revocation ----------------------------------------------------------------------------------------------
+# step_revoke: the admin revokes india's certificate and hands the new list to ra alone; it spreads to every node
+# through their sessions, each keeps it in its `revoked` file, sessions with india close and its new handshakes are
+# refused (india can no longer reach anyone), and the rest of the VN keeps working.
+step_revoke() {
+    local n out
+    [ "$VT_OVERLAY" = 1 ] && [ -n "${VT_ADMIN:-}" ] && [ -n "${IP[i1]:-}" ] || return 0
+    vt_check "before: india pings alpha" vt_host_exec i1 ping -c 2 -i 0.2 -W 2 "${IP[a1]}"
+    out=$("$HOSTCTL" node revoke i1 --dir "$VT_ADMIN" --passphrase-file "$VT_WORK/ca.pass" \
+        --publish "$VT_WORK/state-ra/control.sock" --json 2>&1)
+    vt_check "hostctl node revoke i1 --publish (to ra only): $(echo "$out" | tr -d '\n' | cut -c1-120)" \
+        grep -q '"published": *1' <<<"$out"
+    for n in rb s1 s2 s3; do
+        vt_check "the list reached $n through the sessions (kept in its revoked file)" \
+            vt_wait_for 10 test -s "$VT_WORK/state-$n/revoked"
+    done
+    vt_check "ra closed its session with india" \
+        vt_wait_for 10 sh -c "'$HOSTCTL' metrics --socket '$VT_WORK/state-ra/control.sock' | grep -q '^vngate_secure_revoked_closed_total{[^}]*} [1-9]'"
+    sleep 2
+    if vt_host_exec i1 ping -c 3 -i 0.3 -W 1 "${IP[a1]}" >/dev/null 2>&1; then
+        vt_fail "india still reaches alpha after its certificate was revoked"
+    else
+        vt_pass "india (revoked) no longer reaches alpha"
+    fi
+    vt_check "after: alpha still pings charlie across the sites" vt_host_exec a1 ping -c 2 -i 0.2 -W 2 "${IP[b1]}"
+}
+
 # ---- DNS ---------------------------------------------------------------------------------------------------
 # resolves FROM NAME WANT: dig from host FROM gives exactly WANT.
 resolves() {
@@ -490,6 +517,8 @@ echo "== hostctl"
 step_hostctl
 echo "== iperf3 across"
 step_iperf
+echo "== revocation"
+step_revoke
 echo "== two storage nodes killed"
 step_storage_loss
 

@@ -138,6 +138,14 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         }
     }
 
+    /// Takes a newer revocation list (exact CA-signed bytes, e.g. from `hostctl node revoke`): see
+    /// [`Secure::set_revocation_list`]. Returns the version now held; an error when the list does not
+    /// verify or the overlay is not secured.
+    pub fn set_revocation_list(&mut self, now: Instant, bytes: &[u8]) -> Result<u64, crate::cert::CertError> {
+        let Some(sec) = self.secure.as_mut() else { return Err(crate::cert::CertError::Malformed) };
+        sec.set_revocation_list(now, &mut self.stats, &mut self.out, bytes, None)
+    }
+
     /// The secured side, when the overlay is secured.
     pub fn secure(&self) -> Option<&Secure> {
         self.secure.as_ref()
@@ -779,8 +787,16 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         }
         match opened.msg_type {
             MessageType::Control => {
-                let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
                 let Some(inner) = buf.get(opened.payload.clone()) else { return };
+                // Revocation lists (control kinds 5 and 6) are the secured side's.
+                if matches!(inner.get(2), Some(5 | 6)) {
+                    match crate::wire::control::ControlRepr::parse_bytes(inner) {
+                        Ok(m) => sec.handle_revocation(now, &mut self.stats, &mut self.out, from, &m),
+                        Err(_) => self.stats.malformed += 1,
+                    }
+                    return;
+                }
+                let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
                 o.handle_control_from(&mut cx, from, Some(id), inner);
                 o.pump_with(&mut cx, &self.site);
             }

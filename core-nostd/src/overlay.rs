@@ -630,6 +630,8 @@ impl Overlay {
             }
             ControlRepr::Ping(p) => self.peers.handle_ping(cx, from, a, &p),
             ControlRepr::Pong(p) => self.peers.handle_pong(cx, from, a, &p),
+            // Revocation lists are the secured side's business (the node hands them there first).
+            ControlRepr::RevocationWanted(_) | ControlRepr::Revocation(_) => cx.stats.other_dropped += 1,
             ControlRepr::Dht(bytes) => match self.peers.on_receive(cx, from, a, Received::Traffic) {
                 Some(id) => self.dht.handle_message(cx.now, id, bytes),
                 None => self.unknown_sender(cx, from),

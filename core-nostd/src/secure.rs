@@ -30,7 +30,9 @@ use core::net::SocketAddr;
 use heapless::Vec;
 use smoltcp::time::{Duration, Instant};
 
-use crate::cert::{self, CaKey, CertError, CertInfo, Certificate, RevocationList, CERT_MAX_LEN};
+use crate::cert::{
+    self, CaKey, CertError, CertInfo, Certificate, RevocationList, CERT_MAX_LEN, REVOCATION_LIST_MAX_LEN,
+};
 use crate::clock::{Reading, UnixTime, WallClock};
 use crate::csprng::CsRng;
 use crate::id::NodeId;
@@ -41,6 +43,7 @@ use crate::session::{
     DEFAULT_LOAD_RATE,
 };
 use crate::stats::Stats;
+use crate::wire::control::ControlRepr;
 use crate::wire::handshake::MAX_HANDSHAKE_LEN;
 use crate::wire::intro::{self, REQUEST_LEN};
 use crate::wire::overlay::{Flags, MessageType, HEADER_LEN, OVERHEAD};
@@ -79,8 +82,8 @@ pub struct SecurityConfig {
     pub cert: Vec<u8, CERT_MAX_LEN>,
     /// The namespace CA's public key (`ca.pub`).
     pub ca: [u8; 32],
-    /// The newest revocation list, already checked against the CA (`revoked`).
-    pub revoked: Option<RevocationList>,
+    /// The newest revocation list (`revoked`), exact signed bytes (checked against the CA here).
+    pub revoked: Option<Vec<u8, REVOCATION_LIST_MAX_LEN>>,
     /// The boot counter, persisted and advanced by the runtime at each start.
     pub boot: u64,
     /// 32 bytes from the runtime's RNG: seeds [`CsRng`].
@@ -108,6 +111,8 @@ pub enum SecurityError {
     KeyMismatch,
     /// The certificate does not fit a handshake.
     CertificateTooLong,
+    /// The revocation list does not verify against the CA for this namespace.
+    Revocation(CertError),
 }
 
 impl core::fmt::Display for SecurityError {
@@ -118,6 +123,7 @@ impl core::fmt::Display for SecurityError {
                 "this node's certificate is for another noise key: sign the node.pub of this device's keys",
             ),
             SecurityError::CertificateTooLong => f.write_str("this node's certificate is too long"),
+            SecurityError::Revocation(e) => write!(f, "the revocation list: {e}"),
         }
     }
 }
@@ -130,9 +136,13 @@ pub struct CertCheck<'a> {
     namespace: &'a [u8; 16],
     reading: Reading,
     revoked: Option<&'a RevocationList>,
-    /// The last certificate accepted and the wall time its holder claimed.
-    accepted: Option<(CertInfo, Option<u64>)>,
+    /// The last certificate accepted, the wall time its holder claimed and the version of the
+    /// revocation list it holds.
+    accepted: Option<(CertInfo, Option<u64>, u64)>,
 }
+
+/// Length of the revocation list version that leads our handshake credentials.
+const CRED_VERSION_LEN: usize = 8;
 
 impl CertCheck<'_> {
     fn check(&mut self, credentials: &[u8]) -> Result<CertInfo, Reject> {
@@ -153,14 +163,17 @@ impl Verifier for CertCheck<'_> {
         remote_static: &[u8; 32],
         wall: Option<u64>,
     ) -> Result<PeerIdentity, Reject> {
-        let info = self.check(credentials)?;
+        // Our credentials: the holder's revocation list version, then its certificate.
+        let (version, cert) = credentials.split_at_checked(CRED_VERSION_LEN).ok_or(Reject::BadCredentials)?;
+        let version = u64::from_be_bytes(version.try_into().map_err(|_| Reject::BadCredentials)?);
+        let info = self.check(cert)?;
         if info.x25519 != *remote_static {
             return Err(Reject::KeyMismatch);
         }
         if info.roles == 0 {
             return Err(Reject::NotAllowed);
         }
-        self.accepted = Some((info, wall));
+        self.accepted = Some((info, wall, version));
         Ok(PeerIdentity { node_id: info.node_id, roles: info.roles })
     }
 }
@@ -179,6 +192,8 @@ struct Contact {
     remote: Option<[u8; 32]>,
     intro: Option<Intro>,
     used: Instant,
+    /// The serial of the certificate its session was made with (what a revocation names).
+    serial: Option<u64>,
 }
 
 struct Stashed {
@@ -210,6 +225,10 @@ pub struct Secure {
     ca: CaKey,
     namespace: [u8; 16],
     revoked: Option<RevocationList>,
+    /// The exact signed bytes of `revoked`, to pass on.
+    revoked_bytes: Vec<u8, REVOCATION_LIST_MAX_LEN>,
+    /// Our certificate (introduction replies).
+    cert: Vec<u8, CERT_MAX_LEN>,
     me: CertInfo,
     rng: CsRng,
     clock: WallClock,
@@ -239,20 +258,30 @@ impl Secure {
             clock.on_sntp(now, config.wall);
         }
         let reading = Reading { latest: config.wall, synced: config.synced };
+        let revoked = match &config.revoked {
+            Some(b) => {
+                Some(RevocationList::parse_verified(b, &ca, namespace).map_err(SecurityError::Revocation)?)
+            }
+            None => None,
+        };
         let me = Certificate::parse(&config.cert)
-            .and_then(|c| c.verify(&ca, namespace, reading, config.revoked.as_ref()))
+            .and_then(|c| c.verify(&ca, namespace, reading, revoked.as_ref()))
             .map_err(SecurityError::Certificate)?;
         let keys = StaticKeys::from_secret(config.noise_secret);
         if *keys.public() != me.x25519 {
             return Err(SecurityError::KeyMismatch);
         }
-        let sessions = Sessions::new(keys, namespace, config.boot, &config.cert, DEFAULT_LOAD_RATE, now)
+        let version = revoked.as_ref().map_or(0, |r| r.list_version);
+        let creds = credentials(version, &config.cert).ok_or(SecurityError::CertificateTooLong)?;
+        let sessions = Sessions::new(keys, namespace, config.boot, &creds, DEFAULT_LOAD_RATE, now)
             .map_err(|_| SecurityError::CertificateTooLong)?;
         Ok(Secure {
             sessions,
             ca,
             namespace: *namespace,
-            revoked: config.revoked,
+            revoked,
+            revoked_bytes: config.revoked.unwrap_or_default(),
+            cert: config.cert,
             me,
             rng: CsRng::new(config.entropy),
             clock,
@@ -279,18 +308,98 @@ impl Secure {
         self.rng.reseed(entropy);
     }
 
-    /// Replaces the revocation list (already checked against the CA) with a newer one; sessions of
-    /// peers it revokes are closed.
-    pub fn set_revoked(&mut self, list: RevocationList) {
-        if self.revoked.as_ref().is_some_and(|l| l.list_version >= list.list_version) {
+    /// The exact signed bytes of the revocation list we hold (empty: none), for the runtime to keep.
+    pub fn revocation_bytes(&self) -> &[u8] {
+        &self.revoked_bytes
+    }
+
+    /// The version of the revocation list we hold (0: none).
+    pub fn revocation_version(&self) -> u64 {
+        self.revoked.as_ref().map_or(0, |r| r.list_version)
+    }
+
+    /// Takes a revocation list (exact signed bytes) when the CA signed it for this namespace and it is
+    /// newer than ours: sessions with holders of certificates it revokes are closed, our handshakes
+    /// carry its version from now on, and it is passed to every peer we have a session with (each
+    /// passes it on once: a list spreads through the VN in a few round trips). Returns its version, or
+    /// `Ok(ours)` when it is not newer.
+    pub fn set_revocation_list(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        out: &mut dyn Out,
+        bytes: &[u8],
+        from: Option<SocketAddr>,
+    ) -> Result<u64, CertError> {
+        let list = RevocationList::parse_verified(bytes, &self.ca, &self.namespace)?;
+        if list.list_version <= self.revocation_version() {
+            return Ok(self.revocation_version());
+        }
+        let Ok(raw) = Vec::from_slice(bytes) else { return Err(CertError::Malformed) };
+        let Some(creds) = credentials(list.list_version, &self.cert) else {
+            return Err(CertError::Malformed);
+        };
+        let _ = self.sessions.set_credentials(&creds);
+        for c in self.contacts.iter_mut() {
+            if c.serial.is_some_and(|s| list.contains(s)) {
+                if let Some(r) = c.remote.take() {
+                    self.sessions.remove(&r);
+                }
+                c.serial = None;
+                stats.secure_revoked_closed += 1;
+            }
+        }
+        info!("secure: revocation list version {} ({} serials)", list.list_version, list.serials.len());
+        let version = list.list_version;
+        self.revoked = Some(list);
+        self.revoked_bytes = raw;
+        stats.secure_revocations_taken += 1;
+        let peers: Vec<SocketAddr, CONTACTS> = self
+            .contacts
+            .iter()
+            .filter(|c| {
+                Some(c.endpoint) != from && c.remote.is_some_and(|r| self.sessions.has_session(now, &r))
+            })
+            .map(|c| c.endpoint)
+            .collect();
+        for to in peers {
+            self.send_revocation(stats, out, to);
+        }
+        Ok(version)
+    }
+
+    fn send_revocation(&self, stats: &mut Stats, out: &mut dyn Out, to: SocketAddr) {
+        if self.revoked_bytes.is_empty() {
             return;
         }
-        self.revoked = Some(list);
-        // Every session is re-checked by a new handshake: simplest and rare.
-        for c in self.contacts.iter_mut() {
-            if let Some(r) = c.remote.take() {
-                self.sessions.remove(&r);
+        let m = ControlRepr::Revocation(&self.revoked_bytes);
+        if !out.push(stats, Dest::Overlay(to), false, &mut |b| m.emit_into(b.get_mut(..b.len() - OVERHEAD)?))
+        {
+            stats.secure_unsendable += 1;
+        }
+    }
+
+    /// A revocation control message from `from` (through a session): a newer list is taken and passed
+    /// on; a peer asking for ours (it saw a newer version in our handshake) gets it.
+    pub fn handle_revocation(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        out: &mut dyn Out,
+        from: SocketAddr,
+        message: &ControlRepr<'_>,
+    ) {
+        match message {
+            ControlRepr::RevocationWanted(have) if *have < self.revocation_version() => {
+                self.send_revocation(stats, out, from)
             }
+            ControlRepr::Revocation(bytes) => {
+                if let Err(e) = self.set_revocation_list(now, stats, out, bytes, Some(from)) {
+                    debug!("secure: a revocation list from {} refused: {}", from, e);
+                    stats.secure_revocations_refused += 1;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -310,7 +419,7 @@ impl Secure {
         if let Some(i) = self.contacts.iter().position(|c| c.endpoint == endpoint) {
             return self.contacts.get_mut(i);
         }
-        let fresh = Contact { endpoint, remote: None, intro: None, used: now };
+        let fresh = Contact { endpoint, remote: None, intro: None, used: now, serial: None };
         if self.contacts.push(fresh.clone()).is_err() {
             let sessions = &self.sessions;
             let victim = self
@@ -499,8 +608,7 @@ impl Secure {
                     stats.secure_intro_limited += 1;
                     return;
                 }
-                let cert = self.sessions_credentials();
-                let reply = intro::Repr::Reply { nonce, cert };
+                let reply = intro::Repr::Reply { nonce, cert: &self.cert };
                 out.push(stats, Dest::Overlay(from), false, &mut |b| reply.emit(b));
             }
             Ok(intro::Repr::Reply { nonce, cert }) => {
@@ -537,10 +645,6 @@ impl Secure {
         }
     }
 
-    fn sessions_credentials(&self) -> &[u8] {
-        self.sessions.credentials()
-    }
-
     fn handle_handshake(
         &mut self,
         now: Instant,
@@ -562,7 +666,7 @@ impl Secure {
         let outcome =
             self.sessions.handle_handshake(now, from, d, wall, &mut self.rng, &mut check, stats, &mut reply);
         let accepted = check.accepted;
-        if let Some((info, Some(t))) = accepted {
+        if let Some((info, Some(t), _)) = accepted {
             self.clock.on_peer_time(now, &info.node_id, UnixTime(t));
         }
         let established = match outcome {
@@ -582,6 +686,19 @@ impl Secure {
         };
         let Some(e) = established else { return Up::None };
         self.bind(now, from, e.remote);
+        if let Some((info, _, version)) = accepted {
+            if let Some(c) = self.contacts.iter_mut().find(|c| c.endpoint == from) {
+                c.serial = Some(info.serial);
+            }
+            // Revocation lists spread with handshakes: whoever holds the older one hears of it.
+            let ours = self.revocation_version();
+            if version > ours {
+                let m = ControlRepr::RevocationWanted(ours);
+                out.push(stats, Dest::Overlay(from), false, &mut |b| m.emit_into(b));
+            } else if version < ours {
+                self.send_revocation(stats, out, from);
+            }
+        }
         if e.initiator {
             self.flush(now, stats, out, from, true);
         }
@@ -776,4 +893,12 @@ pub fn certified_roles(claimed: crate::wire::control::Roles, certified: u8) -> c
 /// The node id a certificate in `bytes` names, unchecked (logs).
 pub fn cert_node_id(bytes: &[u8]) -> Option<NodeId> {
     Certificate::parse(bytes).ok().map(|c| NodeId(c.body().node_id))
+}
+
+/// Our handshake credentials: the version of the revocation list we hold, then our certificate.
+fn credentials(version: u64, cert: &[u8]) -> Option<Vec<u8, { CRED_VERSION_LEN + CERT_MAX_LEN }>> {
+    let mut c = Vec::new();
+    c.extend_from_slice(&version.to_be_bytes()).ok()?;
+    c.extend_from_slice(cert).ok()?;
+    Some(c)
 }

@@ -153,6 +153,12 @@ pub struct Stats {
     pub secure_plaintext_dropped: u64,
     /// Hellos whose node id is not the one their session's certificate names.
     pub secure_identity_mismatch: u64,
+    /// Sessions closed because a new revocation list names their peer's certificate.
+    pub secure_revoked_closed: u64,
+    /// Newer revocation lists taken (from the runtime or a peer).
+    pub secure_revocations_taken: u64,
+    /// Revocation lists refused (not signed by the CA, another namespace, malformed).
+    pub secure_revocations_refused: u64,
     /// SNTP queries sent (wall clock for certificates).
     pub sntp_queries: u64,
     /// SNTP answers that set the clock.
@@ -163,7 +169,7 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 76] {
+    pub fn fields(&self) -> [(&'static str, u64); 79] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -238,6 +244,9 @@ impl Stats {
             ("secure_intro_failed", self.secure_intro_failed),
             ("secure_plaintext_dropped", self.secure_plaintext_dropped),
             ("secure_identity_mismatch", self.secure_identity_mismatch),
+            ("secure_revoked_closed", self.secure_revoked_closed),
+            ("secure_revocations_taken", self.secure_revocations_taken),
+            ("secure_revocations_refused", self.secure_revocations_refused),
             ("sntp_queries", self.sntp_queries),
             ("sntp_answers", self.sntp_answers),
             ("sntp_refused", self.sntp_refused),

@@ -1168,6 +1168,24 @@ impl Pki {
         heapless::Vec::from_slice(&buf[..n]).unwrap()
     }
 
+    /// A revocation list of `serials`, version `version`, signed by this CA (exact bytes).
+    fn revocation(
+        &self,
+        version: u64,
+        serials: &[u64],
+    ) -> heapless::Vec<u8, { cert::REVOCATION_LIST_MAX_LEN }> {
+        let list = cert::RevocationList {
+            version: 1,
+            namespace: site().params.id,
+            list_version: version,
+            serials: heapless::Vec::from_slice(serials).unwrap(),
+            issued: WALL,
+        };
+        let mut signed = [0u8; cert::REVOCATION_LIST_MAX_LEN];
+        let n = cert::sign_revocation_list(&list, &self.ca, &mut signed).unwrap();
+        heapless::Vec::from_slice(&signed[..n]).unwrap()
+    }
+
     fn security(&self, i: usize, cert: heapless::Vec<u8, CERT_MAX_LEN>) -> SecurityConfig {
         SecurityConfig {
             noise_secret: Pki::keys(i).1,
@@ -1262,17 +1280,7 @@ fn with_outsider_revoking(
     make: impl Fn(&Pki, [u8; 16]) -> (Pki, heapless::Vec<u8, CERT_MAX_LEN>),
 ) -> Net {
     let pki = Pki::new(1);
-    let list = cert::RevocationList {
-        version: 1,
-        namespace: site().params.id,
-        list_version: 1,
-        serials: heapless::Vec::from_slice(revoked).unwrap(),
-        issued: WALL,
-    };
-    let mut signed = [0u8; cert::REVOCATION_LIST_MAX_LEN];
-    let n = cert::sign_revocation_list(&list, &pki.ca, &mut signed).unwrap();
-    let ca = cert::CaKey::from_bytes(&pki.ca.verifying_key().to_bytes()).unwrap();
-    let list = cert::RevocationList::parse_verified(&signed[..n], &ca, &site().params.id).unwrap();
+    let list = pki.revocation(1, revoked);
     let mut net = Net::build(0x0dd, 0, 6, |i, cfg| {
         if i < 5 {
             let (ed, _) = Pki::keys(i);
@@ -1424,4 +1432,39 @@ fn sntp_answers_set_the_wall_clock_and_forgeries_do_not() {
 
 fn net_clock(net: &Net) -> vn_core::clock::WallClock {
     net.nodes[0].secure().unwrap().clock().clone()
+}
+
+#[test]
+fn a_revocation_list_spreads_from_one_node_and_cuts_the_revoked_member_off() {
+    big_stack(|| {
+        let pki = Pki::new(1);
+        let mut net = Net::build(21, 0, 5, |i, cfg| pki.node(i, 21, cfg, NODE_ROLES(i)));
+        net.run(Duration::from_secs(20));
+        let n3 = net.addrs[3];
+        assert!(net.nodes[0].secure().unwrap().identity_of(net.now, n3).is_some(), "a session with node 3");
+        // A list from another CA is refused and changes nothing.
+        let forged = Pki::new(9).revocation(5, &[4]);
+        assert!(net.nodes[0].set_revocation_list(net.now, &forged).is_err());
+        assert_eq!(net.nodes[0].secure().unwrap().revocation_version(), 0);
+        // The admin hands node 0 a list revoking node 3 (serial 4); it spreads to the others.
+        let now = net.now;
+        assert_eq!(net.nodes[0].set_revocation_list(now, &pki.revocation(1, &[4])), Ok(1));
+        net.drain(0);
+        net.run(Duration::from_secs(5));
+        for i in [0, 1, 2, 4] {
+            let sec = net.nodes[i].secure().unwrap();
+            assert_eq!(sec.revocation_version(), 1, "node {i} holds the new list");
+            assert!(sec.identity_of(net.now, n3).is_none(), "node {i} has no session with node 3");
+        }
+        // Node 3 keeps trying: every handshake it starts is refused, its DHT membership lapses.
+        net.run(Duration::from_secs(40));
+        let refused: u64 = [0, 1, 2, 4].iter().map(|&i| net.nodes[i].stats().handshake_rejected).sum();
+        assert!(refused >= 1, "node 3's new handshakes are refused");
+        for i in [0, 1, 2, 4] {
+            assert!(net.nodes[i].secure().unwrap().identity_of(net.now, n3).is_none());
+        }
+        // The rest of the VN still works.
+        let ip = dora(&mut net, 0, MAC_A);
+        assert!(net.nodes[0].overlay().unwrap().holds_ip(net.now, ip));
+    });
 }

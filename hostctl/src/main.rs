@@ -178,6 +178,10 @@ enum NodeCmd {
         /// Only this serial (default: every unrevoked certificate of the node).
         #[arg(long)]
         serial: Option<u64>,
+        /// Hand the new list to the daemon behind this control socket: it takes it, keeps it, and
+        /// passes it to every node it has a session with (each passes it on).
+        #[arg(long)]
+        publish: Option<PathBuf>,
         #[command(flatten)]
         dir: NsDir,
         #[command(flatten)]
@@ -532,11 +536,28 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Node(NodeCmd::Revoke { name, serial, dir, pass, json }) => {
+        Command::Node(NodeCmd::Revoke { name, serial, publish, dir, pass, json }) => {
             let d = ns::existing_dir(dir.dir, dir.ns.as_deref())?;
-            let v = ns::revoke(&d, &name, serial, || cakey::passphrase(pass.passphrase_file.as_deref()))?;
+            let mut v = ns::revoke(&d, &name, serial, || cakey::passphrase(pass.passphrase_file.as_deref()))?;
+            if let Some(socket) = &publish {
+                let file = v["file"].as_str().unwrap_or_default().to_string();
+                let bytes = std::fs::read(&file).with_context(|| format!("cannot read {file}"))?;
+                let req = serde_json::json!({ "cmd": "revocation", "hex": hex::encode(bytes) }).to_string();
+                let answer: serde_json::Value =
+                    serde_json::from_str(&ask(socket, &req)?).context("the daemon's answer is not JSON")?;
+                if let Some(e) = answer.get("error") {
+                    bail!("the daemon refused the revocation list: {e}");
+                }
+                v["published"] = answer["version"].clone();
+            }
             if json {
                 print_json(&v);
+            } else if publish.is_some() {
+                println!(
+                    "revoked {} serial(s) {}: revocation list version {} published; it spreads to every node \
+                     through their sessions (and is kept in each node's `revoked` file)",
+                    name, v["revoked"], v["list_version"]
+                );
             } else {
                 println!(
                     "revoked {} serial(s) {}: revocation list version {} ({} serials) in {}",
@@ -547,8 +568,8 @@ fn run(cli: Cli) -> Result<()> {
                     v["file"].as_str().unwrap_or_default()
                 );
                 println!(
-                    "publish it: copy that file to every node as `revoked` next to its node.cert (the [security] \
-                     revoked path) and restart the daemon; it travels in the DHT once the overlay carries it"
+                    "publish it: `hostctl node revoke ... --publish /var/lib/vngate/control.sock` on any node (it \
+                     spreads through the sessions), or copy that file to a node as its [security] revoked file"
                 );
             }
         }

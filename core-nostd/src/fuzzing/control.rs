@@ -6,8 +6,15 @@ use crate::wire::control::{ControlRepr, Packet, ParseError, CONTROL_TYPE, VERSIO
 
 const BUF: usize = 2048;
 
-/// Fuzz entry point (see the module doc).
+/// Fuzz entry point (see the module doc). The same bytes also go through the introduction parser
+/// (0xC5/0xC6, [`crate::wire::intro`]): parse -> emit -> re-parse.
 pub fn control(data: &[u8]) {
+    if let Ok(r) = crate::wire::intro::Repr::parse(data) {
+        let mut buf = [0u8; crate::wire::intro::REQUEST_LEN];
+        let n = r.emit(&mut buf).expect("what parsed fits");
+        assert_eq!(n, data.len(), "an introduction message has one encoding");
+        assert_eq!(crate::wire::intro::Repr::parse(&buf[..n]).expect("re-parses"), r);
+    }
     let parsed = ControlRepr::parse_bytes(data);
     match (data, &parsed) {
         ([t, ..], Err(ParseError::NotControl)) => assert_ne!(*t, CONTROL_TYPE),

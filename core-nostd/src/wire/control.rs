@@ -35,7 +35,7 @@ pub const HEADER_LEN: usize = 2;
 /// Most contact endpoints a hello carries (LAN, public, IPv6, rendezvous-learned).
 pub const MAX_ENDPOINTS: usize = 4;
 /// Number of body variants this version knows; a higher variant index is [`ParseError::UnknownKind`].
-const KINDS: u8 = 5;
+const KINDS: u8 = 7;
 /// Most members one [`ControlRepr::Members`] message lists (about 700 bytes with IPv6 endpoints).
 pub const MAX_MEMBERS: usize = 16;
 
@@ -180,6 +180,11 @@ pub enum ControlRepr<'a> {
     /// Nodes the sender knows (sent in answer to a hello), so membership spreads: every node learns
     /// every storage member from any one it knows.
     Members(heapless::Vec<MemberInfo, MAX_MEMBERS>),
+    /// "My revocation list is older than yours": the version the sender holds (0: none). Sent to a
+    /// peer whose handshake carried a newer version ([`crate::secure`]).
+    RevocationWanted(u64),
+    /// The CA-signed revocation list, exact bytes (checked by the receiver against the CA).
+    Revocation(&'a [u8]),
 }
 
 /// The wire form of an endpoint: the address's bytes and the port.
@@ -219,6 +224,8 @@ enum Body<'a> {
     Pong(WireProbe),
     Dht(&'a [u8]),
     Members(heapless::Vec<WireMember, MAX_MEMBERS>),
+    RevocationWanted(u64),
+    Revocation(&'a [u8]),
 }
 
 fn endpoint_to_wire(a: &SocketAddr) -> WireEndpoint {
@@ -263,6 +270,8 @@ impl<'a> ControlRepr<'a> {
                     })
                     .collect(),
             ),
+            Self::RevocationWanted(v) => Body::RevocationWanted(*v),
+            Self::Revocation(b) => Body::Revocation(b),
         }
     }
 
@@ -292,6 +301,8 @@ impl<'a> ControlRepr<'a> {
                     })
                     .collect(),
             ),
+            Body::RevocationWanted(v) => Self::RevocationWanted(v),
+            Body::Revocation(b) => Self::Revocation(b),
         }
     }
 
@@ -538,8 +549,8 @@ mod tests {
             "control message version 2 not supported (this node speaks 1)"
         );
         b[1] = 1;
-        b[2] = 5;
-        assert_eq!(parse(&b), Err(ParseError::UnknownKind(5)));
+        b[2] = 7;
+        assert_eq!(parse(&b), Err(ParseError::UnknownKind(7)));
         b[2] = 0x80; // a multi-byte variant index
         assert_eq!(parse(&b), Err(ParseError::UnknownKind(0x80)));
         // Cut anywhere inside the body: malformed, never a panic.
@@ -615,6 +626,18 @@ mod tests {
         let p = Packet::new_checked(&buf[..]).unwrap();
         prop_assert_eq!(&ControlRepr::parse(&p).unwrap(), repr);
         Ok(())
+    }
+
+    #[test]
+    fn golden_revocation_messages() {
+        // Kind 5: the version the sender holds (postcard varint); kind 6: the list's bytes.
+        let mut buf = [0xa5u8; 16];
+        let n = ControlRepr::RevocationWanted(300).emit_into(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[0xC1, 1, 5, 0xAC, 0x02]);
+        assert_eq!(ControlRepr::parse_bytes(&buf[..n]).unwrap(), ControlRepr::RevocationWanted(300));
+        let n = ControlRepr::Revocation(b"abc").emit_into(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[0xC1, 1, 6, 3, b'a', b'b', b'c']);
+        assert_eq!(ControlRepr::parse_bytes(&buf[..n]).unwrap(), ControlRepr::Revocation(b"abc"));
     }
 
     proptest! {

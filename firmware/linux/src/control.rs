@@ -45,6 +45,12 @@ pub enum Request {
         #[serde(default)]
         mac: Option<String>,
     },
+    /// A revocation list (hex of the CA-signed bytes `hostctl node revoke` wrote): taken when newer,
+    /// kept in the `revoked` file, and passed to every peer.
+    Revocation {
+        /// The list's bytes in hex.
+        hex: String,
+    },
 }
 
 /// A request with the way back to its connection.

@@ -219,7 +219,12 @@ async fn serve(cfg: Config) -> Result<()> {
                     anyhow::anyhow!("the certificate {} is too long", cfg.security.cert.display())
                 })?,
                 ca: v.ca,
-                revoked: v.revoked,
+                revoked: match v.revoked {
+                    Some((_, bytes)) => Some(heapless::Vec::from_slice(&bytes).map_err(|_| {
+                        anyhow::anyhow!("the revocation list {} is too long", cfg.security.revoked.display())
+                    })?),
+                    None => None,
+                },
                 boot,
                 entropy,
                 wall: reading.latest,
@@ -250,6 +255,7 @@ async fn serve(cfg: Config) -> Result<()> {
         }
     }
     let mut commands = Commands { pending: HashMap::new(), file: res_file };
+    let mut revocation_kept = node.secure().map_or(0, |s| s.revocation_version());
     let restored = saved.iter().filter(|b| node.restore_binding(now, b)).count();
     info!(
         "restored {restored} of {} bindings from {} (each valid for a full lease from now)",
@@ -386,6 +392,7 @@ async fn serve(cfg: Config) -> Result<()> {
                         &node.stats().fields(),
                         node.bindings(clock.now()).count(),
                     ),
+                    Request::Revocation { hex } => take_revocation(&mut node, clock.now(), &hex),
                     req => {
                         commands.start(&mut node, clock.now(), req, reply);
                         commands.drain(&mut node, clock.now());
@@ -397,6 +404,7 @@ async fn serve(cfg: Config) -> Result<()> {
             }
         }
         commands.drain(&mut node, clock.now());
+        keep_revocation(&node, &cfg, &mut revocation_kept);
         flush(&mut node, &clock, &mut persist, &io, &mut tx, &mut upstream, &up_tx).await;
     }
     // Let a write in flight finish, then write once more so remaining durations are fresh.
@@ -736,7 +744,7 @@ impl Commands {
                     Err(e) => return crate::control::answer(reply, error_json(e)),
                 }
             }
-            Request::Status | Request::Metrics => return,
+            Request::Status | Request::Metrics | Request::Revocation { .. } => return,
         };
         match node.command(now, cmd) {
             Ok(id) => {
@@ -777,5 +785,38 @@ impl Commands {
 
     fn next_deadline(&self) -> Option<StdInstant> {
         self.pending.values().map(|p| p.deadline).min()
+    }
+}
+
+/// A revocation list handed in by hostctl (hex of the signed bytes): the node checks and takes it.
+fn take_revocation(node: &mut DaemonNode, now: Instant, hex_bytes: &str) -> String {
+    let Ok(bytes) = hex::decode(hex_bytes.trim()) else {
+        return error_json(
+            "the revocation list is not hex: send the bytes of the `revoked` file hostctl wrote",
+        );
+    };
+    match node.set_revocation_list(now, &bytes) {
+        Ok(v) => serde_json::json!({ "ok": true, "version": v }).to_string(),
+        Err(e) => error_json(format!("revocation list refused: {e}")),
+    }
+}
+
+/// Writes the node's revocation list to `[security] revoked` when it changed (from hostctl or from a
+/// peer), so a restart keeps it. Written whole to a temporary file and renamed.
+fn keep_revocation(node: &DaemonNode, cfg: &Config, kept: &mut u64) {
+    let Some(sec) = node.secure() else { return };
+    let v = sec.revocation_version();
+    if v <= *kept {
+        return;
+    }
+    let path = &cfg.security.revoked;
+    let tmp = path.with_extension("tmp");
+    let r = std::fs::write(&tmp, sec.revocation_bytes()).and_then(|()| std::fs::rename(&tmp, path));
+    match r {
+        Ok(()) => {
+            info!("revocation list version {v} kept in {}", path.display());
+            *kept = v;
+        }
+        Err(e) => error!("cannot write {}: {e}; the list holds until the daemon stops", path.display()),
     }
 }

@@ -28,8 +28,8 @@ pub struct Verified {
     pub cert: Vec<u8>,
     /// The CA's public key.
     pub ca: [u8; 32],
-    /// The checked revocation list, when there is one.
-    pub revoked: Option<RevocationList>,
+    /// The checked revocation list, when there is one, and its exact signed bytes.
+    pub revoked: Option<(RevocationList, Vec<u8>)>,
     /// The namespace document's version.
     pub doc_version: u64,
     /// The revocation list's version (0: none).
@@ -141,14 +141,13 @@ pub fn check(cfg: &Config, keys: Option<([u8; 32], [u8; 32])>, now: Reading) -> 
     if doc.egress != p.egress {
         return Err(mismatch("egress", doc.egress.to_string(), p.egress.to_string()));
     }
-    let revoked = if s.revoked.exists() {
-        let b = read(&s.revoked, "revocation list")?;
-        Some(
-            RevocationList::parse_verified(&b, &ca, &doc.id)
+    let revoked_bytes = if s.revoked.exists() { Some(read(&s.revoked, "revocation list")?) } else { None };
+    let revoked = match &revoked_bytes {
+        Some(b) => Some(
+            RevocationList::parse_verified(b, &ca, &doc.id)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", s.revoked.display()))?,
-        )
-    } else {
-        None
+        ),
+        None => None,
     };
     let cert_bytes = read(&s.cert, "certificate")?;
     let cert_err = |e: vn_core::cert::CertError| anyhow::anyhow!("the certificate {}: {e}", s.cert.display());
@@ -179,7 +178,7 @@ pub fn check(cfg: &Config, keys: Option<([u8; 32], [u8; 32])>, now: Reading) -> 
         ca: ca.public(),
         doc_version: doc.doc_version,
         revocation_version: revoked.as_ref().map_or(0, |r| r.list_version),
-        revoked,
+        revoked: revoked.zip(revoked_bytes),
     }))
 }
 
