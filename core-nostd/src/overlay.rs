@@ -57,7 +57,7 @@ use crate::arp::{RemoteRoute, RemoteRoutes, TokenBucket};
 use crate::bcast::Bcast;
 use crate::config::Site;
 use crate::dhcp::{Allocator, MAX_HOSTNAME};
-use crate::dht::{self, Dht, Key, Kind, OpError, OpId, OpResult, Outcome};
+use crate::dht::{self, Dht, Key, Kind, Members as _, OpError, OpId, OpResult, Outcome};
 use crate::dns::{HostAnswer, HostLookup};
 use crate::id::NodeId;
 use crate::peers::{Auth, Peers, PeersConfig, Received};
@@ -69,7 +69,13 @@ use crate::wire::control::{ControlRepr, Hello, MemberInfo, Roles, MAX_MEMBERS};
 mod admin;
 pub use admin::{AdminDone, ReserveRefused, ADMIN_DONE, RESERVED, RESERVE_RETRY};
 
-/// Storage members a node keeps (the DHT member table); beyond it new members are ignored.
+/// Storage members a node keeps in its one-hop member table: 1024 with the heap (daemons: about a
+/// thousand storage nodes, DESIGN.md), 64 without (microcontrollers). Beyond it the table stops being
+/// complete and every DHT op looks its key up first ([`dht::kad`], Kademlia).
+#[cfg(feature = "alloc")]
+pub const MEMBERS: usize = 1024;
+/// Storage members a node keeps in its one-hop member table (see the `alloc` build's doc).
+#[cfg(not(feature = "alloc"))]
 pub const MEMBERS: usize = 64;
 /// Overlay peers (sessions) kept; see [`Peers`] for what happens when full.
 pub const PEERS: usize = 64;
@@ -110,7 +116,7 @@ pub const HOST_RETRY: Duration = Duration::from_secs(30);
 pub const HOST_DONE: usize = 8;
 
 /// The DHT engine a node runs: member table, ops, claims, outbox.
-pub type Engine = Dht<Vec<NodeId, MEMBERS>, 16, CLAIMS, 64>;
+pub type Engine = Dht<dht::kad::FullTable<MEMBERS>, 16, CLAIMS, 64>;
 
 /// How a node takes part in the overlay.
 #[derive(Debug, Clone)]
@@ -354,9 +360,9 @@ impl Overlay {
         let mut dc = dht::Config::new(site.params.id);
         dc.storage = storage;
         dc.fresh = config.fresh;
-        let mut members = Vec::new();
+        let mut members = dht::kad::FullTable::new();
         if storage {
-            let _ = members.push(config.id);
+            dht::Members::insert(&mut members, config.id);
         }
         let mut roles = Roles::NONE;
         if storage {
