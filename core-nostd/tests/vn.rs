@@ -39,6 +39,16 @@ struct Net {
     events: Vec<Vec<Event>>,
 }
 
+/// Node `i`'s Ed25519 secret key (its seed): the nodes sign their DHT records with it.
+fn node_key(i: usize) -> [u8; 32] {
+    [i as u8 * 0x31 + 7; 32]
+}
+
+/// Node `i`'s id: the id of its public key, as every signed record's owner must be.
+fn node_id(i: usize) -> NodeId {
+    NodeId::from_public_key(ed25519_dalek::SigningKey::from_bytes(&node_key(i)).verifying_key().as_bytes())
+}
+
 fn site() -> Site {
     let params =
         NamespaceParams::new([9; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16)).unwrap();
@@ -65,12 +75,13 @@ impl Net {
                 bootstrap.push(addr(2)).unwrap();
             }
             let cfg = OverlayConfig {
-                id: NodeId([i as u8 * 0x31 + 7; 32]),
+                id: node_id(i),
                 storage: true,
                 fresh: true,
                 lan: i < 2,
                 advertise: Some(addr(i)),
                 bootstrap,
+                signing_key: Some(node_key(i)),
             };
             nodes.push(Box::new(VnNode::with_overlay(site(), seed + i as u64, cfg)));
             addrs.push(addr(i));
@@ -503,6 +514,7 @@ fn other_namespace() {
         lan: true,
         advertise: Some(addr(5)),
         bootstrap: b,
+        signing_key: None,
     };
     let mut stranger = Box::new(VnNode::with_overlay(Site::new(other).unwrap(), 1, cfg));
     stranger.handle_timeout(net.now);
@@ -896,7 +908,7 @@ fn reservations(seed: u64) {
     let r = command_result(&mut net, 1, id, Duration::from_secs(10)).expect("B's result");
     match r {
         Err(CommandError::Dht(vn_core::dht::OpError::Conflict(s))) => {
-            assert_eq!((s.owner, s.gen), (NodeId([7; 32]), gen))
+            assert_eq!((s.owner, s.gen), (node_id(0), gen))
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -928,7 +940,7 @@ fn reservations(seed: u64) {
     let id = net.nodes[1].command(net.now, Command::DhtGet { kind, name }).unwrap();
     match command_result(&mut net, 1, id, Duration::from_secs(5)) {
         Some(Ok(CommandOutput::Record(rec))) => {
-            assert_eq!((rec.owner, rec.gen, rec.kind), (NodeId([7; 32]), gen, Kind::Ip));
+            assert_eq!((rec.owner, rec.gen, rec.kind), (node_id(0), gen, Kind::Ip));
             assert_eq!(&rec.value[..], &[4, 192, 0, 2, 1, 0x0f, 0xa0], "A's endpoint 192.0.2.1:4000");
         }
         other => panic!("ip record: {other:?}"),
@@ -937,7 +949,7 @@ fn reservations(seed: u64) {
     let id = net.nodes[1].command(net.now, Command::DhtGet { kind, name }).unwrap();
     match command_result(&mut net, 1, id, Duration::from_secs(5)) {
         Some(Ok(CommandOutput::Record(rec))) => {
-            assert_eq!((rec.owner, rec.kind), (NodeId([7; 32]), Kind::Host));
+            assert_eq!((rec.owner, rec.kind), (node_id(0), Kind::Host));
             assert_eq!(&rec.value[..4], &reserved.octets());
         }
         other => panic!("host record: {other:?}"),
