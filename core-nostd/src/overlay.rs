@@ -135,6 +135,21 @@ pub struct OverlayConfig {
     pub advertise: Option<SocketAddr>,
     /// Endpoints to send hellos to at start and until answered.
     pub bootstrap: Vec<SocketAddr, 8>,
+    /// This node's Ed25519 secret key (the 32-byte seed whose public key's node id is `id`): the
+    /// DHT signs our records with it, and storage nodes then check signatures and writers' roles
+    /// (`dht::Config::verify`). None runs the DHT unsigned and unchecked: tests only; the daemon
+    /// always passes its key.
+    pub signing_key: Option<[u8; 32]>,
+}
+
+/// The certificate role bits (`cert::roles`) that the roles of a hello stand for. `Roles::RELAY`
+/// has no certificate bit.
+pub fn cert_roles(r: Roles) -> u8 {
+    use crate::cert::roles;
+    [(Roles::DHT, roles::DHT), (Roles::ROUTER, roles::ROUTER), (Roles::RENDEZVOUS, roles::RENDEZVOUS)]
+        .iter()
+        .filter(|(h, _)| r.contains(*h))
+        .fold(0, |acc, (_, c)| acc | c)
 }
 
 /// Encodes an endpoint as a record value: family (4 or 6), address, port (big-endian).
@@ -360,6 +375,9 @@ impl Overlay {
         let mut dc = dht::Config::new(site.params.id);
         dc.storage = storage;
         dc.fresh = config.fresh;
+        dc.signing_key = config.signing_key;
+        dc.verify = config.signing_key.is_some();
+        dc.subnet = Some(site.params.subnet);
         let mut members = dht::kad::FullTable::new();
         if storage {
             dht::Members::insert(&mut members, config.id);
@@ -371,6 +389,7 @@ impl Overlay {
         if config.lan {
             roles = roles.union(Roles::ROUTER);
         }
+        dc.roles = cert_roles(roles);
         Overlay {
             me: config.id,
             roles,
@@ -605,7 +624,12 @@ impl Overlay {
                 };
                 // The observed source is where the sender's datagrams come from: reach it there.
                 let info = MemberInfo { node_id: h.node_id, roles, endpoint: from };
-                if self.learn(cx, info) && info.roles.contains(Roles::DHT) {
+                let new = self.learn(cx, info);
+                // The roles the DHT authorizes writes by: the certificate's when the hello came
+                // through a session, else the sender's own word.
+                let cert = auth.map_or_else(|| cert_roles(h.roles), |id| id.roles);
+                self.peers.set_roles(&h.node_id, cert);
+                if new && info.roles.contains(Roles::DHT) {
                     // A new storage member: tell every node we know, so it spreads at once.
                     let mut one = Vec::new();
                     let _ = one.push(info);
@@ -639,7 +663,10 @@ impl Overlay {
             // Revocation lists are the secured side's business (the node hands them there first).
             ControlRepr::RevocationWanted(_) | ControlRepr::Revocation(_) => cx.stats.other_dropped += 1,
             ControlRepr::Dht(bytes) => match self.peers.on_receive(cx, from, a, Received::Traffic) {
-                Some(id) => self.dht.handle_message(cx.now, id, bytes),
+                Some(id) => {
+                    let roles = self.peers.get(&id).map_or(0, |p| p.roles());
+                    self.dht.handle_message(cx.now, id, roles, bytes)
+                }
                 None => self.unknown_sender(cx, from),
             },
         }
@@ -692,7 +719,7 @@ impl Overlay {
         if self.pool.free_count() > self.preclaim {
             let e = self.pool.entries.swap_remove(i);
             if let Some(gen) = self.dht.claim_gen(&e.key) {
-                if let Ok(op) = self.dht.delete(cx.now, e.key, Kind::Ip, gen) {
+                if let Ok(op) = self.dht.delete(cx.now, e.key, Kind::Ip, &e.ip.octets(), gen) {
                     let _ = self.ops.push((op, Purpose::Delete));
                 }
             }
@@ -748,7 +775,7 @@ impl Overlay {
             let e = self.names.swap_remove(i);
             // A Create still in flight is deleted when its result comes (`on_result`).
             if let Some(gen) = self.dht.claim_gen(&e.key) {
-                if let Ok(op) = self.dht.delete(cx.now, e.key, Kind::Host, gen) {
+                if let Ok(op) = self.dht.delete(cx.now, e.key, Kind::Host, e.name.as_bytes(), gen) {
                     let _ = self.ops.push((op, Purpose::Delete));
                 }
             }
@@ -773,7 +800,7 @@ impl Overlay {
             }
             let e = &self.names[i];
             let ip = e.ip.octets();
-            match self.dht.create(cx.now, e.key, Kind::Host, &ip, HOST_TTL, e.after) {
+            match self.dht.create(cx.now, e.key, Kind::Host, e.name.as_bytes(), &ip, HOST_TTL, e.after) {
                 Ok(op) => {
                     let _ = self.ops.push((op, Purpose::Name(e.key)));
                     self.names[i].state = NameState::Registering;
@@ -796,7 +823,8 @@ impl Overlay {
         else {
             // Unregistered while the Create ran: give the record up.
             if let Ok(Outcome::Created { gen }) = outcome {
-                if let Ok(op) = self.dht.delete(cx.now, key, Kind::Host, gen) {
+                // The name is our claim's (the entry is gone).
+                if let Ok(op) = self.dht.delete(cx.now, key, Kind::Host, b"", gen) {
                     let _ = self.ops.push((op, Purpose::Delete));
                 }
             }
@@ -839,7 +867,7 @@ impl Overlay {
         let key = self.ip_key(ip);
         let mut c = [0u8; 19];
         let n = self.contact(&mut c);
-        let Ok(op) = self.dht.create(cx.now, key, Kind::Ip, &c[..n], IP_TTL, after) else {
+        let Ok(op) = self.dht.create(cx.now, key, Kind::Ip, &ip.octets(), &c[..n], IP_TTL, after) else {
             return;
         };
         let _ = self.ops.push((op, Purpose::Claim(ip)));
@@ -1277,7 +1305,7 @@ impl Overlay {
         let op = if self.ops.is_full() {
             None
         } else {
-            self.dht.create(cx.now, key, Kind::Ip, &c[..n], IP_TTL, after).ok()
+            self.dht.create(cx.now, key, Kind::Ip, &ip.octets(), &c[..n], IP_TTL, after).ok()
         };
         match op {
             Some(op) => {
@@ -1325,7 +1353,7 @@ impl Overlay {
     fn release_ip(&mut self, cx: &mut Cx<'_>, ip: Ipv4Address) {
         let key = self.ip_key(ip);
         if let Some(gen) = self.dht.claim_gen(&key) {
-            if let Ok(op) = self.dht.delete(cx.now, key, Kind::Ip, gen) {
+            if let Ok(op) = self.dht.delete(cx.now, key, Kind::Ip, &ip.octets(), gen) {
                 let _ = self.ops.push((op, Purpose::Delete));
             }
         }

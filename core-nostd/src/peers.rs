@@ -206,9 +206,15 @@ pub struct Peer {
     last_sample: Option<Instant>,
     probe: Option<Probe>,
     next_probe: Option<Instant>,
+    /// Its certified roles (`cert::roles` bits), 0 until [`Peers::set_roles`].
+    roles: u8,
 }
 
 impl Peer {
+    /// Its certified roles (`cert::roles` bits): what the DHT's storage side authorizes its writes by.
+    pub fn roles(&self) -> u8 {
+        self.roles
+    }
     /// The peer's node id.
     pub fn id(&self) -> NodeId {
         self.id
@@ -347,6 +353,7 @@ impl<const N: usize> Peers<N> {
             last_sample: None,
             probe: None,
             next_probe: Some(now),
+            roles: 0,
         };
         if self.peers.is_full() {
             let victim = self
@@ -370,6 +377,19 @@ impl<const N: usize> Peers<N> {
         // Room was made above.
         let _ = self.peers.push(peer);
         Ok(())
+    }
+
+    /// Set the certified roles of peer `id` (`cert::roles` bits); false when it is not in the table.
+    /// The one place a peer's roles change: the overlay sets them from its hello (P3: intersected
+    /// with the roles of the certificate its session presented).
+    pub fn set_roles(&mut self, id: &NodeId, roles: u8) -> bool {
+        match self.peers.iter_mut().find(|p| p.id == *id) {
+            Some(p) => {
+                p.roles = roles;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forget a peer. A peer that was up reports [`Event::PeerDown`], so ups and downs always pair.

@@ -41,6 +41,16 @@ struct Net {
     sniffed: Vec<(usize, usize, Vec<u8>)>,
 }
 
+/// Node `i`'s Ed25519 secret key (its seed): the nodes sign their DHT records with it.
+fn node_key(i: usize) -> [u8; 32] {
+    [i as u8 * 0x31 + 7; 32]
+}
+
+/// Node `i`'s id: the id of its public key, as every signed record's owner must be.
+fn node_id(i: usize) -> NodeId {
+    NodeId::from_public_key(ed25519_dalek::SigningKey::from_bytes(&node_key(i)).verifying_key().as_bytes())
+}
+
 fn site() -> Site {
     let params =
         NamespaceParams::new([9; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16)).unwrap();
@@ -59,10 +69,7 @@ impl Net {
 
     /// [`Net::new`] with every node serving the namespace `site` returns.
     fn with_site(seed: u64, loss_permille: u32, site: fn() -> Site) -> Net {
-        Net::build(seed, loss_permille, 5, |i, cfg| {
-            let cfg = OverlayConfig { id: NodeId([i as u8 * 0x31 + 7; 32]), ..cfg };
-            VnNode::with_overlay(site(), seed + i as u64, cfg)
-        })
+        Net::build(seed, loss_permille, 5, |i, cfg| VnNode::with_overlay(site(), seed + i as u64, cfg))
     }
 
     /// [`Net::new`] on a secured overlay: every node has keys and a certificate of the test CA
@@ -88,12 +95,13 @@ impl Net {
                 bootstrap.push(addr(2)).unwrap();
             }
             let cfg = OverlayConfig {
-                id: NodeId([0; 32]),
+                id: node_id(i),
                 storage: true,
                 fresh: true,
                 lan: i < 2,
                 advertise: Some(addr(i)),
                 bootstrap,
+                signing_key: Some(node_key(i)),
             };
             nodes.push(Box::new(make(i, cfg)));
             addrs.push(addr(i));
@@ -528,6 +536,7 @@ fn other_namespace() {
         lan: true,
         advertise: Some(addr(5)),
         bootstrap: b,
+        signing_key: None,
     };
     let mut stranger = Box::new(VnNode::with_overlay(Site::new(other).unwrap(), 1, cfg));
     stranger.handle_timeout(net.now);
@@ -921,7 +930,7 @@ fn reservations(seed: u64) {
     let r = command_result(&mut net, 1, id, Duration::from_secs(10)).expect("B's result");
     match r {
         Err(CommandError::Dht(vn_core::dht::OpError::Conflict(s))) => {
-            assert_eq!((s.owner, s.gen), (NodeId([7; 32]), gen))
+            assert_eq!((s.owner, s.gen), (node_id(0), gen))
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -953,7 +962,7 @@ fn reservations(seed: u64) {
     let id = net.nodes[1].command(net.now, Command::DhtGet { kind, name }).unwrap();
     match command_result(&mut net, 1, id, Duration::from_secs(5)) {
         Some(Ok(CommandOutput::Record(rec))) => {
-            assert_eq!((rec.owner, rec.gen, rec.kind), (NodeId([7; 32]), gen, Kind::Ip));
+            assert_eq!((rec.owner, rec.gen, rec.kind), (node_id(0), gen, Kind::Ip));
             assert_eq!(&rec.value[..], &[4, 192, 0, 2, 1, 0x0f, 0xa0], "A's endpoint 192.0.2.1:4000");
         }
         other => panic!("ip record: {other:?}"),
@@ -962,7 +971,7 @@ fn reservations(seed: u64) {
     let id = net.nodes[1].command(net.now, Command::DhtGet { kind, name }).unwrap();
     match command_result(&mut net, 1, id, Duration::from_secs(5)) {
         Some(Ok(CommandOutput::Record(rec))) => {
-            assert_eq!((rec.owner, rec.kind), (NodeId([7; 32]), Kind::Host));
+            assert_eq!((rec.owner, rec.kind), (node_id(0), Kind::Host));
             assert_eq!(&rec.value[..4], &reserved.octets());
         }
         other => panic!("host record: {other:?}"),
@@ -1203,7 +1212,11 @@ impl Pki {
     fn node(&self, i: usize, seed: u64, cfg: OverlayConfig, roles: u8) -> VnNode {
         let ns = site().params.id;
         let (ed, _) = Pki::keys(i);
-        let cfg = OverlayConfig { id: NodeId::from_public_key(&ed.verifying_key().to_bytes()), ..cfg };
+        let cfg = OverlayConfig {
+            id: NodeId::from_public_key(&ed.verifying_key().to_bytes()),
+            signing_key: Some(ed.to_bytes()),
+            ..cfg
+        };
         let sec = self.security(i, self.cert(ns, i, roles, WALL + 365 * DAY));
         VnNode::with_security(site(), seed + i as u64, cfg, sec, Instant::from_secs(0)).unwrap()
     }
@@ -1284,14 +1297,22 @@ fn with_outsider_revoking(
     let mut net = Net::build(0x0dd, 0, 6, |i, cfg| {
         if i < 5 {
             let (ed, _) = Pki::keys(i);
-            let cfg = OverlayConfig { id: NodeId::from_public_key(&ed.verifying_key().to_bytes()), ..cfg };
+            let cfg = OverlayConfig {
+                id: NodeId::from_public_key(&ed.verifying_key().to_bytes()),
+                signing_key: Some(ed.to_bytes()),
+                ..cfg
+            };
             let mut sec = pki.security(i, pki.cert(site().params.id, i, NODE_ROLES(i), WALL + 365 * DAY));
             sec.revoked = (!revoked.is_empty()).then(|| list.clone());
             return VnNode::with_security(site(), 0x0dd + i as u64, cfg, sec, Instant::from_secs(0)).unwrap();
         }
         let (own, cert) = make(&pki, site().params.id);
         let (ed, _) = Pki::keys(i);
-        let cfg = OverlayConfig { id: NodeId::from_public_key(&ed.verifying_key().to_bytes()), ..cfg };
+        let cfg = OverlayConfig {
+            id: NodeId::from_public_key(&ed.verifying_key().to_bytes()),
+            signing_key: Some(ed.to_bytes()),
+            ..cfg
+        };
         // The outsider believes its own CA (its certificate verifies for itself).
         let mut sec = own.security(i, cert);
         // Its clock knows only an old build time, so its own certificate looks valid to it.

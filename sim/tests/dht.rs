@@ -74,7 +74,7 @@ impl Claimant {
         if !holds && self.pending.is_none() && now_g >= self.retry_at {
             let after = self.after;
             self.pending = sim
-                .with(self.node, |d, now| d.create(now, key, Kind::Ip, b"chaddr", ip_ttl, after).ok())
+                .with(self.node, |d, now| d.create(now, key, Kind::Ip, b"", b"chaddr", ip_ttl, after).ok())
                 .flatten();
         }
     }
@@ -238,14 +238,16 @@ fn basic_create_read_and_conflict() {
     sim.run_for(secs(1), &mut |_| {});
     let key = vn_core::dht::Key::derive(&NS, Kind::Host, b"pc1");
     let op = sim
-        .with(0, |d, now| d.create(now, key, Kind::Host, b"10.250.0.9", Duration::from_secs(60), 0).unwrap())
+        .with(0, |d, now| {
+            d.create(now, key, Kind::Host, b"", b"10.250.0.9", Duration::from_secs(60), 0).unwrap()
+        })
         .unwrap();
     sim.run_for(secs(1), &mut |_| {});
     let r = sim.with(0, |d, _| d.poll_result()).unwrap().unwrap();
     assert_eq!((r.op, r.outcome, r.attempts), (op, Ok(Outcome::Created { gen: 1 }), 1));
     assert!(sim.node(0).unwrap().holds(sim.local_now(0), &key));
 
-    sim.with(3, |d, now| d.create(now, key, Kind::Host, b"x", Duration::from_secs(60), 0).unwrap());
+    sim.with(3, |d, now| d.create(now, key, Kind::Host, b"", b"x", Duration::from_secs(60), 0).unwrap());
     sim.with(4, |d, now| d.read(now, key, Kind::Host).unwrap());
     sim.run_for(secs(2), &mut |_| {});
     let r = sim.with(3, |d, _| d.poll_result()).unwrap().unwrap();
@@ -286,7 +288,7 @@ fn a_dead_owners_address_is_taken_over_in_about_30_s() {
         start_all(&mut sim);
         sim.run_for(secs(1), &mut |_| {});
         let key = vn_core::dht::Key::derive(&NS, Kind::Ip, b"10.250.0.8");
-        sim.with(0, |d, now| d.create(now, key, Kind::Ip, b"a", Duration::from_secs(60), 0).unwrap());
+        sim.with(0, |d, now| d.create(now, key, Kind::Ip, b"", b"a", Duration::from_secs(60), 0).unwrap());
         let (r, _) = wait_result(&mut sim, 0, secs(5));
         assert_eq!(r.outcome, Ok(Outcome::Created { gen: 1 }));
         // The owner dies at a random point of its renewal cycle.
@@ -329,7 +331,7 @@ fn lookups_among_1000_nodes_take_one_hop_and_survive_two_dead_replicas() {
         (0..200).map(|k| vn_core::dht::Key::derive(&NS, Kind::Node, format!("h{k}").as_bytes())).collect();
     for (k, key) in keys.iter().enumerate() {
         let w = (k * 7) % n;
-        sim.with(w, |d, now| d.create(now, *key, Kind::Node, b"v", ttl, 0).unwrap());
+        sim.with(w, |d, now| d.create(now, *key, Kind::Node, b"", b"v", ttl, 0).unwrap());
     }
     sim.run_for(secs(3), &mut |_| {});
     for k in 0..keys.len() {
@@ -393,12 +395,12 @@ fn lookups_among_1000_nodes_take_one_hop_and_survive_two_dead_replicas() {
         if !sim.alive(w) || !sets[k].iter().any(|id| dead.contains(id)) {
             continue;
         }
-        let op = sim.with(w, |d, now| d.renew(now, *key, Kind::Node, 1, ttl).unwrap()).unwrap();
+        let op = sim.with(w, |d, now| d.renew(now, *key, Kind::Node, b"", 1, ttl).unwrap()).unwrap();
         let (r, _) = wait_result(&mut sim, w, secs(5));
         assert_eq!((r.op, r.outcome), (op, Ok(Outcome::Renewed { gen: 1 })));
     }
     let fresh = vn_core::dht::Key::derive(&NS, Kind::Node, b"new");
-    sim.with(999, |d, now| d.create(now, fresh, Kind::Node, b"v", ttl, 0).unwrap());
+    sim.with(999, |d, now| d.create(now, fresh, Kind::Node, b"", b"v", ttl, 0).unwrap());
     let (r, _) = wait_result(&mut sim, 999, secs(5));
     assert_eq!(r.outcome, Ok(Outcome::Created { gen: 1 }));
     println!(
@@ -431,13 +433,13 @@ fn operation_latency_in_round_trips() {
             took
         };
     let t_create = measure(&mut sim, "create (claim)", 0, &mut |d, now| {
-        d.create(now, key, Kind::Ip, b"a", Duration::from_secs(60), 0).unwrap();
+        d.create(now, key, Kind::Ip, b"", b"a", Duration::from_secs(60), 0).unwrap();
     });
     measure(&mut sim, "read", 2, &mut |d, now| {
         d.read(now, key, Kind::Ip).unwrap();
     });
     measure(&mut sim, "renew", 0, &mut |d, now| {
-        d.renew(now, key, Kind::Ip, 1, Duration::from_secs(60)).unwrap();
+        d.renew(now, key, Kind::Ip, b"", 1, Duration::from_secs(60)).unwrap();
     });
     let bkey = vn_core::dht::Key::derive(&NS, Kind::Bcast, b"");
     measure(&mut sim, "append (bcast)", 3, &mut |d, now| {
@@ -446,20 +448,21 @@ fn operation_latency_in_round_trips() {
     measure(&mut sim, "read (bcast)", 4, &mut |d, now| {
         d.read(now, bkey, Kind::Bcast).unwrap();
     });
-    let to = sim.id(5);
+    // The new owner signs its record (generation 2) and the current owner submits it.
+    let rec = sim.with(5, |d, _| d.sign_record(key, Kind::Ip, 2, b"b").unwrap()).unwrap();
     measure(&mut sim, "transfer", 0, &mut |d, now| {
-        d.transfer(now, key, Kind::Ip, 1, to, b"b", Duration::from_secs(60)).unwrap();
+        d.transfer(now, key, Kind::Ip, b"", 1, rec.clone(), Duration::from_secs(60)).unwrap();
     });
     // Takeover of a dead owner's address once its node record has lapsed: the replicas check the
     // owner's node record (one more round trip), and the first Create's generation is stale.
     sim.kill(5);
     sim.run_for(secs(35), &mut |_| {});
     let t_take = measure(&mut sim, "takeover (dead owner)", 1, &mut |d, now| {
-        d.create(now, key, Kind::Ip, b"c", Duration::from_secs(60), 0).unwrap();
+        d.create(now, key, Kind::Ip, b"", b"c", Duration::from_secs(60), 0).unwrap();
     });
     measure(&mut sim, "delete", 1, &mut |d, now| {
         let g = d.claim_gen(&key).unwrap();
-        d.delete(now, key, Kind::Ip, g).unwrap();
+        d.delete(now, key, Kind::Ip, b"", g).unwrap();
     });
     println!("DHT operation latency, 7 storage nodes, 50 ms one-way (RTT 100 ms), no loss:");
     println!("  {:<24} {:>8} {:>6} {:>9}", "operation", "ms", "RTTs", "attempts");

@@ -92,6 +92,7 @@ mod engines {
             let mut cfg = Config::new(ns);
             cfg.storage = true;
             cfg.fresh = true;
+            cfg.verify = false;
             let storage = (0..n)
                 .map(|i| {
                     let mut t = RoutingTable::new(ids[i]);
@@ -106,7 +107,8 @@ mod engines {
             for j in [1, n / 2, n - 1] {
                 ct.insert(ids[j]);
             }
-            let client = Dht::new(Instant::ZERO, ids[n], ct, &Config::new(ns), 99);
+            let client =
+                Dht::new(Instant::ZERO, ids[n], ct, &Config { verify: false, ..Config::new(ns) }, 99);
             Net { storage, client, ids, now: 0, queue: BinaryHeap::new(), seq: 0 }
         }
 
@@ -149,9 +151,9 @@ mod engines {
                     let Some(Reverse((_, _, to, from, bytes))) = self.queue.pop() else { break };
                     let fid = self.ids[from];
                     if to == n {
-                        self.client.handle_message(now, fid, &bytes);
+                        self.client.handle_message(now, fid, vn_sim::SIM_ROLES, &bytes);
                     } else {
-                        self.storage[to].handle_message(now, fid, &bytes);
+                        self.storage[to].handle_message(now, fid, vn_sim::SIM_ROLES, &bytes);
                     }
                     self.flush(to);
                 } else {
@@ -178,7 +180,7 @@ mod engines {
         let key = vn_core::dht::Key::derive(b"vngate-sim-kad-2", Kind::Node, b"pc1");
         let ttl = Duration::from_secs(600);
         let now = Instant::from_micros(net.now);
-        let op = net.client.create(now, key, Kind::Node, b"10.250.0.9", ttl, 0).unwrap();
+        let op = net.client.create(now, key, Kind::Node, b"", b"10.250.0.9", ttl, 0).unwrap();
         let (r, took) = net.run_client_op(secs(10)).expect("create finished");
         assert_eq!((r.op, r.outcome, r.attempts), (op, Ok(Outcome::Created { gen: 1 }), 1));
         let st = net.client.stats();
@@ -200,7 +202,7 @@ mod engines {
 
         // A renewal within the cache time: no lookup, one round trip.
         let now = Instant::from_micros(net.now);
-        net.client.renew(now, key, Kind::Node, 1, ttl).unwrap();
+        net.client.renew(now, key, Kind::Node, b"", 1, ttl).unwrap();
         let (r, took) = net.run_client_op(secs(10)).expect("renew finished");
         assert_eq!(r.outcome, Ok(Outcome::Renewed { gen: 1 }));
         assert_eq!(took, 2 * ONE_WAY, "one round trip from the cache");

@@ -3,15 +3,17 @@
 //! record and its claims), renewed at TTL/3 and audited. The rules are in the module doc of
 //! [`crate::dht`].
 
+use ed25519_dalek::SigningKey;
 use heapless::{Deque, Vec};
 use smoltcp::time::{Duration, Instant};
 
 use super::key::{Key, Kind};
 use super::members::{quorum, Members, ReplicaSet};
 use super::msg::{
-    MemberValue, MemberView, Message, Read, ReadResult, RecordView, Stamp, Value, Write, WriteOp,
-    WriteResult, BCAST_MAX,
+    MemberValue, MemberView, Message, Name, Read, ReadResult, RecordView, Stamp, Stored, Value, Write,
+    WriteOp, WriteResult, BCAST_MAX,
 };
+use super::record::SignedRecord;
 use super::storage_rid_bit;
 use super::{
     lease, ttl_ms, DhtEvent, DhtStats, OpError, OpId, OpResult, Outcome, ATTEMPT_TIMEOUT, BACKOFF_BASE,
@@ -24,7 +26,7 @@ use crate::rand::Rng;
 enum Req {
     Create { value: Value, ttl: Duration },
     Renew { ttl: Duration },
-    Transfer { to: NodeId, value: Value, ttl: Duration },
+    Transfer { rec: SignedRecord, ttl: Duration },
     Delete,
     Append { value: MemberValue, ttl: Duration },
     Read,
@@ -46,7 +48,11 @@ struct Op {
     id: OpId,
     key: Key,
     kind: Kind,
+    /// The key's name, sent with every write.
+    name: Name,
     req: Req,
+    /// Create: this attempt's record, signed when the attempt begins (its generation is new).
+    rec: SignedRecord,
     purpose: Purpose,
     /// Create: this attempt's generation; the others: the generation expected.
     gen: u64,
@@ -59,6 +65,7 @@ struct Op {
     conflict_n: u8,
     mismatch: Option<Stamp>,
     mismatch_n: u8,
+    forbidden_n: u8,
     floor: u64,
     best: Option<RecordView>,
     members: Vec<MemberView, BCAST_MAX>,
@@ -78,18 +85,21 @@ impl Op {
     }
 
     fn message(&self) -> Message {
-        let write = |op| Message::Write(Write { rid: self.rid, key: self.key, kind: self.kind, op });
+        let write = |op| {
+            Message::Write(Write {
+                rid: self.rid,
+                key: self.key,
+                kind: self.kind,
+                name: self.name.clone(),
+                op,
+            })
+        };
         match &self.req {
-            Req::Create { value, ttl } => {
-                write(WriteOp::Create { gen: self.gen, value: value.clone(), ttl_ms: ttl_ms(*ttl) })
-            }
+            Req::Create { ttl, .. } => write(WriteOp::Create { rec: self.rec.clone(), ttl_ms: ttl_ms(*ttl) }),
             Req::Renew { ttl } => write(WriteOp::Renew { gen: self.gen, ttl_ms: ttl_ms(*ttl) }),
-            Req::Transfer { to, value, ttl } => write(WriteOp::Transfer {
-                gen: self.gen,
-                to: *to,
-                value: value.clone(),
-                ttl_ms: ttl_ms(*ttl),
-            }),
+            Req::Transfer { rec, ttl } => {
+                write(WriteOp::Transfer { gen: self.gen, rec: rec.clone(), ttl_ms: ttl_ms(*ttl) })
+            }
             Req::Delete => write(WriteOp::Delete { gen: self.gen }),
             Req::Append { value, ttl } => {
                 write(WriteOp::Append { value: value.clone(), ttl_ms: ttl_ms(*ttl) })
@@ -111,6 +121,7 @@ impl Op {
 struct Claim {
     key: Key,
     kind: Kind,
+    name: Name,
     gen: u64,
     ttl: Duration,
     /// Our lease: no other node can own the key before this instant (module doc, "Leases").
@@ -154,6 +165,10 @@ pub(crate) struct Client<const OPS: usize, const CLAIMS: usize> {
     /// Bumped every time our node record is created anew: node-bound leases won under an older
     /// epoch are void until renewed.
     node_epoch: u32,
+    /// Our signing key (records go out unsigned without it).
+    signer: Option<SigningKey>,
+    /// Whether records we read must verify (`Config::verify`).
+    verify: bool,
 }
 
 impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
@@ -174,6 +189,31 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             node_value: None,
             node_create_at: None,
             node_epoch: 0,
+            signer: cfg.signing_key.map(|k| SigningKey::from_bytes(&k)),
+            verify: cfg.verify,
+        }
+    }
+
+    /// `owner`'s record, signed with our key if we have one.
+    pub fn sign(&self, key: Key, kind: Kind, owner: NodeId, gen: u64, value: &Value) -> SignedRecord {
+        SignedRecord::new(&self.namespace, key, kind, owner, gen, value, self.signer.as_ref())
+    }
+
+    /// A record from a replica, checked: signed by its owner (when we verify), of this namespace,
+    /// key and kind. `None` (counted) otherwise.
+    fn check_record(&self, io: &mut Io, key: &Key, kind: Kind, s: &Stored) -> Option<RecordView> {
+        match s.rec.check(self.verify) {
+            Ok(r) if r.namespace == self.namespace && r.key == *key && r.kind == kind => Some(RecordView {
+                owner: r.owner,
+                gen: r.gen,
+                kind: r.kind,
+                value: r.value,
+                ttl_ms: s.ttl_ms,
+            }),
+            _ => {
+                io.stats.bad_records += 1;
+                None
+            }
         }
     }
 
@@ -222,6 +262,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         io: &mut Io,
         key: Key,
         kind: Kind,
+        name: Name,
         req: Req,
         gen: u64,
         purpose: Purpose,
@@ -242,7 +283,9 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             id,
             key,
             kind,
+            name,
             req,
+            rec: SignedRecord::default(),
             purpose,
             gen,
             rid: 0,
@@ -254,6 +297,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             conflict_n: 0,
             mismatch: None,
             mismatch_n: 0,
+            forbidden_n: 0,
             floor: 0,
             best: None,
             members: Vec::new(),
@@ -294,6 +338,17 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             op.backoff_until = Some(now + BACKOFF_BASE);
             return;
         }
+        if let Req::Create { value, .. } = &op.req {
+            op.rec = SignedRecord::new(
+                &self.namespace,
+                op.key,
+                op.kind,
+                io.me,
+                op.gen,
+                value,
+                self.signer.as_ref(),
+            );
+        }
         op.backoff_until = None;
         op.rid = rid;
         op.epoch = epoch;
@@ -304,6 +359,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         op.conflict_n = 0;
         op.mismatch = None;
         op.mismatch_n = 0;
+        op.forbidden_n = 0;
         op.best = None;
         op.members.clear();
         op.attempt = op.attempt.saturating_add(1);
@@ -317,29 +373,33 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         io.stats.attempts += 1;
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &mut self,
         io: &mut Io,
         key: Key,
         kind: Kind,
+        name: Name,
         value: Value,
         ttl: Duration,
         after: u64,
     ) -> Result<OpId, OpError> {
         let ttl = ttl.min(self.max_ttl);
-        self.start(io, key, kind, Req::Create { value, ttl }, after.saturating_add(1), Purpose::User)
+        self.start(io, key, kind, name, Req::Create { value, ttl }, after.saturating_add(1), Purpose::User)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn renew(
         &mut self,
         io: &mut Io,
         key: Key,
         kind: Kind,
+        name: Name,
         gen: u64,
         ttl: Duration,
     ) -> Result<OpId, OpError> {
         let ttl = ttl.min(self.max_ttl);
-        self.start(io, key, kind, Req::Renew { ttl }, gen, Purpose::User)
+        self.start(io, key, kind, name, Req::Renew { ttl }, gen, Purpose::User)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -348,20 +408,30 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         io: &mut Io,
         key: Key,
         kind: Kind,
+        name: Name,
         gen: u64,
-        to: NodeId,
-        value: Value,
+        rec: SignedRecord,
         ttl: Duration,
     ) -> Result<OpId, OpError> {
         // We give the key up when we ask, whatever the outcome.
         self.claims.retain(|c| c.key != key);
         let ttl = ttl.min(self.max_ttl);
-        self.start(io, key, kind, Req::Transfer { to, value, ttl }, gen, Purpose::User)
+        self.start(io, key, kind, name, Req::Transfer { rec, ttl }, gen, Purpose::User)
     }
 
-    pub fn delete(&mut self, io: &mut Io, key: Key, kind: Kind, gen: u64) -> Result<OpId, OpError> {
+    pub fn delete(
+        &mut self,
+        io: &mut Io,
+        key: Key,
+        kind: Kind,
+        name: Name,
+        gen: u64,
+    ) -> Result<OpId, OpError> {
+        // No name given: our claim's.
+        let claimed = self.claims.iter().find(|c| c.key == key && name.is_empty()).map(|c| c.name.clone());
+        let name = claimed.unwrap_or(name);
         self.claims.retain(|c| c.key != key);
-        self.start(io, key, kind, Req::Delete, gen, Purpose::User)
+        self.start(io, key, kind, name, Req::Delete, gen, Purpose::User)
     }
 
     pub fn append(
@@ -372,11 +442,11 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         ttl: Duration,
     ) -> Result<OpId, OpError> {
         let ttl = ttl.min(self.max_ttl);
-        self.start(io, key, Kind::Bcast, Req::Append { value, ttl }, 0, Purpose::User)
+        self.start(io, key, Kind::Bcast, Name::new(), Req::Append { value, ttl }, 0, Purpose::User)
     }
 
     pub fn read(&mut self, io: &mut Io, key: Key, kind: Kind) -> Result<OpId, OpError> {
-        self.start(io, key, kind, Req::Read, 0, Purpose::User)
+        self.start(io, key, kind, Name::new(), Req::Read, 0, Purpose::User)
     }
 
     pub fn handle_write_reply(&mut self, io: &mut Io, from: NodeId, rid: u32, result: WriteResult) {
@@ -406,6 +476,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
                     op.mismatch = current;
                 }
             }
+            WriteResult::Forbidden => op.forbidden_n += 1,
             WriteResult::NotReady
             | WriteResult::NotReplica
             | WriteResult::Full
@@ -426,6 +497,12 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             io.stats.stale_replies += 1;
             return;
         };
+        let (key, kind) = (self.ops[i].key, self.ops[i].kind);
+        // A record that does not check is dropped: the reply counts as answered, not as usable.
+        let checked = match &result {
+            ReadResult::Found(s) => self.check_record(io, &key, kind, s),
+            _ => None,
+        };
         let op = &mut self.ops[i];
         let Some(idx) = op.replicas.iter().position(|r| *r == from) else { return };
         let bit = 1u8 << idx;
@@ -434,7 +511,8 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         }
         op.answered |= bit;
         match result {
-            ReadResult::Found(rec) => {
+            ReadResult::Found(_) => {
+                let Some(rec) = checked else { return self.read_progress(io, i) };
                 op.usable += 1;
                 let better = op.best.as_ref().is_none_or(|b| {
                     (rec.gen, core::cmp::Reverse(rec.owner)) > (b.gen, core::cmp::Reverse(b.owner))
@@ -461,6 +539,12 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             }
             ReadResult::NotReady | ReadResult::NotReplica => {}
         }
+        self.read_progress(io, i);
+    }
+
+    /// A read's op `i` got a reply: done, failed or waiting for more.
+    fn read_progress(&mut self, io: &mut Io, i: usize) {
+        let op = &self.ops[i];
         let (n, q) = (op.n(), quorum(op.n()));
         let usable = usize::from(op.usable);
         let unanswered = n - op.answered.count_ones() as usize;
@@ -557,6 +641,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
                 let claim = Claim {
                     key,
                     kind,
+                    name: op.name.clone(),
                     gen,
                     ttl,
                     lease_end: start + lease(ttl),
@@ -614,6 +699,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
                         rid: rollback_rid,
                         key: op.key,
                         kind: op.kind,
+                        name: op.name.clone(),
                         op: WriteOp::Rollback { gen: op.gen },
                     });
                     (io.out)(*to, m);
@@ -623,6 +709,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
         }
         let refused = usize::from(op.conflict_n) + usize::from(op.mismatch_n);
         let final_err = match &op.req {
+            _ if usize::from(op.forbidden_n) > n - q => Some(OpError::Forbidden),
             Req::Create { .. } if usize::from(op.conflict_n) >= q => op.conflict.map(OpError::Conflict),
             Req::Renew { .. } | Req::Transfer { .. } | Req::Delete if refused > n - q => {
                 Some(OpError::Mismatch(op.conflict.or(op.mismatch)))
@@ -709,10 +796,13 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
                 let key = self.node_key(&io.me);
                 let gen = self.claim_gen(&key).unwrap_or(0).saturating_add(1);
                 let req = Req::Create { value: value.clone(), ttl: self.node_ttl };
-                self.node_create_at = match self.start(io, key, Kind::Node, req, gen, Purpose::NodeCreate) {
-                    Ok(_) => None,
-                    Err(_) => Some(now + BACKOFF_BASE),
-                };
+                // Cannot fail: an id is 32 bytes.
+                let name = Name::from_slice(&io.me.0).unwrap_or_default();
+                self.node_create_at =
+                    match self.start(io, key, Kind::Node, name, req, gen, Purpose::NodeCreate) {
+                        Ok(_) => None,
+                        Err(_) => Some(now + BACKOFF_BASE),
+                    };
             }
         }
 
@@ -721,7 +811,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             if c.op.is_some() {
                 continue;
             }
-            let (key, kind, gen, ttl) = (c.key, c.kind, c.gen, c.ttl);
+            let (key, kind, gen, ttl, name) = (c.key, c.kind, c.gen, c.ttl, c.name.clone());
             let (purpose, req, due) = if now >= c.renew_at {
                 (Purpose::ClaimRenew, Req::Renew { ttl }, true)
             } else if now >= c.audit_at {
@@ -732,7 +822,7 @@ impl<const OPS: usize, const CLAIMS: usize> Client<OPS, CLAIMS> {
             if !due {
                 continue;
             }
-            let started = self.start(io, key, kind, req, gen, purpose);
+            let started = self.start(io, key, kind, name, req, gen, purpose);
             let audit_interval = self.audit_interval;
             let c = &mut self.claims[ci];
             match started {

@@ -6,9 +6,26 @@
 //! # Records and keys
 //! A record is {key, value (≤ 96 bytes), owner, generation, relative TTL}. Keys are
 //! BLAKE2s("vngate dht key v1" || namespace id || kind || u16 length || name) ([`Key::derive`]);
-//! kinds are `ip`, `mac`, `host`, `node`, `bcast`, `revoked`. The writer of a record is the
-//! authenticated sender of the write; P3 adds the owner's signature, to be checked where
-//! `storage::authorize` stands now. TTLs are capped at [`MAX_TTL`].
+//! kinds are `ip`, `mac`, `host`, `node`, `bcast`, `revoked`. TTLs are capped at [`MAX_TTL`].
+//!
+//! # Authorization (DESIGN.md "Security")
+//! Records are signed by their owner and kept as the exact signed bytes ([`SignedRecord`]: format
+//! there): replicas store them, copy them and answer reads with them, and readers (clients, and
+//! replicas taking a copy) drop and count ([`DhtStats::bad_records`]) a record whose signature,
+//! owner, namespace, key or kind is wrong. The writer is the authenticated sender of a write, with
+//! the roles of its certificate (`cert::roles`, given to [`Dht::handle_message`]). Before applying
+//! any write a storage node checks, and refuses [`WriteResult::Forbidden`] (one counter per reason):
+//! - the name: `Key::derive(namespace, kind, name)` must be the key;
+//! - the role, by kind: `ip:`, `mac:`, `host:` need ROUTER or HOST; an `ip:` name is 4 bytes, a host
+//!   address inside the namespace subnet ([`Config::subnet`]); `node:` needs only a certified member
+//!   (the overlay passes only those) and its name must be the writer's own id; `bcast` is Append
+//!   only and needs ROUTER; `revoked` needs ADMIN; other kinds are refused. Append only on `bcast`.
+//! - Create and Transfer carry a record: it must verify, name this namespace, key and kind, and be
+//!   the writer's own (Create) or carry the generation after ours (Transfer: the new owner signed it).
+//! - Delete: by the owner; a writer with ADMIN may delete another owner's record too.
+//!
+//! An engine with [`Config::verify`] off (the simulator, which tests consistency, not authorization)
+//! skips every check above and accepts unsigned records.
 //!
 //! # Replicas and quorums
 //! Storage nodes (the `dht` role) keep the full member table, so a lookup is one hop: the replica
@@ -150,20 +167,25 @@ pub mod kad;
 mod key;
 mod members;
 mod msg;
+mod record;
 #[cfg(feature = "alloc")]
 mod storage;
+#[cfg(test)]
+mod tests;
 
 pub use key::{Key, Kind, MAX_NAME};
 pub use members::{quorum, Members, ReplicaSet, K, R, W};
 pub use msg::{
-    DecodeError, EncodeError, MemberValue, MemberView, Message, Read, ReadReply, ReadResult, RecordView,
-    Stamp, SyncChunk, SyncEntry, SyncRequest, Value, Write, WriteOp, WriteReply, WriteResult, BCAST_MAX,
-    MAX_MEMBER, MAX_MESSAGE, MAX_VALUE, SYNC_ENTRIES, VERSION,
+    DecodeError, EncodeError, MemberValue, MemberView, Message, Name, Read, ReadReply, ReadResult,
+    RecordView, Stamp, Stored, SyncChunk, SyncEntry, SyncRequest, Value, Write, WriteOp, WriteReply,
+    WriteResult, BCAST_MAX, MAX_MEMBER, MAX_MESSAGE, MAX_VALUE, NAME_MAX, SYNC_ENTRIES, VERSION,
 };
 pub use msg::{FindNode, FindNodeReply, FOUND};
+pub use record::{Record, RecordError, SignedRecord, RECORD_BODY_MAX, SIGNED_MAX};
 
 use heapless::{Deque, Vec};
 use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::Ipv4Cidr;
 
 use crate::id::NodeId;
 use crate::rand::Rng;
@@ -246,6 +268,18 @@ pub struct Config {
     /// to reach every node, plus [`ATTEMPT_TIMEOUT`] (module doc, "Membership changes"). A node
     /// that starts without its state also waits at least this long before it copies.
     pub handover: Duration,
+    /// This node's Ed25519 secret key (its 32-byte seed), whose public key's node id is this node's
+    /// id: the client signs every record it writes with it. None: records go out unsigned, which
+    /// only engines with `verify` off accept (tests, the simulator).
+    pub signing_key: Option<[u8; 32]>,
+    /// Whether records must verify and writers be authorized (module doc, "Authorization"): on by
+    /// default; off only where every node is trusted (the simulator).
+    pub verify: bool,
+    /// This node's certified roles (`cert::roles`), for the writes it makes to itself as a replica.
+    pub roles: u8,
+    /// The namespace's subnet: `ip:` names must be host addresses inside it. None refuses every
+    /// `ip:` write (when `verify`).
+    pub subnet: Option<Ipv4Cidr>,
 }
 
 impl Config {
@@ -263,6 +297,10 @@ impl Config {
             max_ttl: MAX_TTL,
             route_ttl: kad::ROUTE_TTL,
             handover: HANDOVER,
+            signing_key: None,
+            verify: true,
+            roles: 0,
+            subnet: None,
         }
     }
 }
@@ -316,8 +354,11 @@ pub enum OpError {
     Busy,
     /// The member table is empty.
     NoReplicas,
-    /// A value longer than the record allows.
+    /// A value longer than the record allows (or a name longer than [`NAME_MAX`]).
     TooLarge,
+    /// More than `n - W` replicas refused the write [`WriteResult::Forbidden`]: this node may not
+    /// make it (roles, name, signature).
+    Forbidden,
 }
 
 impl core::fmt::Display for OpError {
@@ -329,6 +370,7 @@ impl core::fmt::Display for OpError {
             OpError::Busy => f.write_str("too many DHT operations in flight"),
             OpError::NoReplicas => f.write_str("no storage node known"),
             OpError::TooLarge => f.write_str("value too large"),
+            OpError::Forbidden => f.write_str("the storage nodes refused the write as not authorized"),
         }
     }
 }
@@ -395,8 +437,24 @@ pub struct DhtStats {
     pub claims_full: u64,
     /// Leases lost (renewal refused or lapsed).
     pub leases_lost: u64,
-    /// Writes refused by the authorization hook.
-    pub unauthorized: u64,
+    /// Writes refused `Forbidden`: the writer lacks the role the key's kind needs (or the kind is
+    /// unknown, or the op is not one the kind allows).
+    pub forbidden_role: u64,
+    /// Writes refused `Forbidden`: the name does not derive the key, or a `node:` name is not the
+    /// writer's id.
+    pub forbidden_name: u64,
+    /// Writes refused `Forbidden`: an `ip:` name that is not a host address inside the subnet.
+    pub forbidden_subnet: u64,
+    /// Writes refused `Forbidden`: the record's signature or signer does not verify (or it is
+    /// unsigned, or malformed).
+    pub forbidden_signature: u64,
+    /// Writes refused `Forbidden`: the record names another namespace, key, kind, owner or
+    /// generation than the write.
+    pub forbidden_record: u64,
+    /// Writes refused `Forbidden`: a delete of another owner's live record without the admin role.
+    pub forbidden_delete: u64,
+    /// Records dropped by a reader (read replies, copies): bad signature, owner, namespace, key or kind.
+    pub bad_records: u64,
     /// Owner-liveness checks started by this replica.
     pub owner_checks: u64,
     /// Owners a check found dead.
@@ -466,6 +524,8 @@ pub struct Dht<
     removal_window: Duration,
     /// Whether our node lease was live at the last timer (to see it lapse).
     node_live: bool,
+    /// Our certified roles, for messages to ourselves.
+    roles: u8,
 }
 
 /// Pushes into the outbox, counting what does not fit.
@@ -511,6 +571,7 @@ impl<
             removals: Vec::new(),
             removal_window: config.handover * 2 + config.max_ttl,
             node_live: false,
+            roles: config.roles,
         }
     }
 
@@ -725,17 +786,28 @@ impl<
 
     /// Claims `key` at generation `after + 1` (`after`: the highest generation known, 0 if none).
     /// Once won, the claim is renewed at TTL/3 and audited until deleted, transferred or lost.
+    /// `name` is the key's name (`key == self.key(kind, name)`), which replicas check.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &mut self,
         now: Instant,
         key: Key,
         kind: Kind,
+        name: &[u8],
         value: &[u8],
         ttl: Duration,
         after: u64,
     ) -> Result<OpId, OpError> {
         let v = Value::from_slice(value).map_err(|_| OpError::TooLarge)?;
-        self.with_io(now, |c, io| c.create(io, key, kind, v, ttl, after))
+        let name = Name::from_slice(name).map_err(|_| OpError::TooLarge)?;
+        self.with_io(now, |c, io| c.create(io, key, kind, name, v, ttl, after))
+    }
+
+    /// Our signed record of `key` at `gen` with `value`: what a node that asks for a key hands to its
+    /// current owner, who submits it in a [`Dht::transfer`].
+    pub fn sign_record(&self, key: Key, kind: Kind, gen: u64, value: &[u8]) -> Result<SignedRecord, OpError> {
+        let v = Value::from_slice(value).map_err(|_| OpError::TooLarge)?;
+        Ok(self.client.sign(key, kind, self.me, gen, &v))
     }
 
     /// Refreshes the TTL of our record at `gen` (claims are renewed automatically; this is for
@@ -745,31 +817,43 @@ impl<
         now: Instant,
         key: Key,
         kind: Kind,
+        name: &[u8],
         gen: u64,
         ttl: Duration,
     ) -> Result<OpId, OpError> {
-        self.with_io(now, |c, io| c.renew(io, key, kind, gen, ttl))
+        let name = Name::from_slice(name).map_err(|_| OpError::TooLarge)?;
+        self.with_io(now, |c, io| c.renew(io, key, kind, name, gen, ttl))
     }
 
-    /// Hands our record at `gen` to `to` (generation `gen + 1`). We stop owning it at once.
+    /// Hands our record at `gen` to the owner of `rec`, the new owner's record at `gen + 1` (made
+    /// with its [`Dht::sign_record`]). We stop owning it at once.
     #[allow(clippy::too_many_arguments)]
     pub fn transfer(
         &mut self,
         now: Instant,
         key: Key,
         kind: Kind,
+        name: &[u8],
         gen: u64,
-        to: NodeId,
-        value: &[u8],
+        rec: SignedRecord,
         ttl: Duration,
     ) -> Result<OpId, OpError> {
-        let v = Value::from_slice(value).map_err(|_| OpError::TooLarge)?;
-        self.with_io(now, |c, io| c.transfer(io, key, kind, gen, to, v, ttl))
+        let name = Name::from_slice(name).map_err(|_| OpError::TooLarge)?;
+        self.with_io(now, |c, io| c.transfer(io, key, kind, name, gen, rec, ttl))
     }
 
-    /// Deletes our record at `gen`. We stop owning it at once.
-    pub fn delete(&mut self, now: Instant, key: Key, kind: Kind, gen: u64) -> Result<OpId, OpError> {
-        self.with_io(now, |c, io| c.delete(io, key, kind, gen))
+    /// Deletes the record at `gen` (ours; another owner's needs the admin role). We stop owning it
+    /// at once. An empty `name` stands for the name of our claim on `key`.
+    pub fn delete(
+        &mut self,
+        now: Instant,
+        key: Key,
+        kind: Kind,
+        name: &[u8],
+        gen: u64,
+    ) -> Result<OpId, OpError> {
+        let name = Name::from_slice(name).map_err(|_| OpError::TooLarge)?;
+        self.with_io(now, |c, io| c.delete(io, key, kind, name, gen))
     }
 
     /// Reads `key`.
@@ -793,15 +877,17 @@ impl<
         self.client.events.pop_front()
     }
 
-    /// A DHT message from `from` (the authenticated sender).
-    pub fn handle_message(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
+    /// A DHT message from `from`, the authenticated sender, a certified member of the namespace
+    /// whose certificate gives it `roles` (`cert::roles` bits): a storage node authorizes writes
+    /// with them (module doc, "Authorization").
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, roles: u8, bytes: &[u8]) {
         match Message::decode(bytes) {
-            Ok(m) => self.dispatch(now, from, m),
+            Ok(m) => self.dispatch(now, from, roles, m),
             Err(_) => self.stats.malformed += 1,
         }
     }
 
-    fn dispatch(&mut self, now: Instant, from: NodeId, m: Message) {
+    fn dispatch(&mut self, now: Instant, from: NodeId, roles: u8, m: Message) {
         // Kademlia (module [`kad`]): replies come from storage nodes; a NotReplica voids the cached
         // replica sets that hold its sender.
         match &m {
@@ -838,7 +924,7 @@ impl<
             }
             #[cfg(feature = "alloc")]
             other => self.with_storage(now, |s, cx| match other {
-                Message::Write(w) => s.handle_write(cx, from, w),
+                Message::Write(w) => s.handle_write(cx, from, roles, w),
                 Message::Read(r) => s.handle_read(cx, from, r),
                 Message::ReadReply(r) => s.handle_read_reply(cx, from, r),
                 Message::SyncRequest(r) => s.handle_sync_request(cx, from, r),
@@ -846,7 +932,10 @@ impl<
                 Message::WriteReply(_) | Message::FindNode(_) | Message::FindNodeReply(_) => {}
             }),
             #[cfg(not(feature = "alloc"))]
-            _ => self.stats.not_storage += 1,
+            _ => {
+                let _ = roles;
+                self.stats.not_storage += 1
+            }
         }
     }
 
@@ -883,7 +972,7 @@ impl<
                 None => self.next_sync_chunk(now)?,
             };
             if to == self.me {
-                self.dispatch(now, to, m);
+                self.dispatch(now, to, self.roles, m);
                 continue;
             }
             match m.encode(buf) {

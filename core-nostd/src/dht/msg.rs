@@ -1,17 +1,22 @@
 //! DHT messages: one version byte, then the message in postcard (serde). The overlay's control
 //! framing (message type, session) is added by the transport; this is the payload.
 //!
-//! The writer of a record is the authenticated sender of the `Write` (the peer session says who it
-//! is), so no message carries an owner for itself. P3 adds the owner's signature over the record.
+//! The writer is the authenticated sender of the `Write` (the peer session says who it is and its
+//! certified roles). Records travel as their owner's exact signed bytes ([`SignedRecord`]): in
+//! Create and Transfer writes, read replies and copies. Every write carries the key's name, so a
+//! replica can recompute the key and check the name against the writer's rights.
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 use super::key::{Key, Kind};
+use super::record::SignedRecord;
 use crate::id::NodeId;
 
-/// The version byte every DHT message starts with.
-pub const VERSION: u8 = 1;
+/// The version byte every DHT message starts with (2: signed records and names in writes).
+pub const VERSION: u8 = 2;
+/// The longest name a write carries (a DNS label is at most 63 bytes, an address 4, an id 32).
+pub const NAME_MAX: usize = 64;
 /// The longest record value (an `ip:` record's client-id and chaddr, a `node:` record's endpoints).
 pub const MAX_VALUE: usize = 96;
 /// The longest `bcast` member value.
@@ -23,13 +28,17 @@ pub const BCAST_MAX: usize = 16;
 pub const SYNC_ENTRIES: usize = 4;
 /// Storage nodes a `FindNodeReply` names at most.
 pub const FOUND: usize = 8;
-/// The largest encoded message, version byte included: buffers of this size always suffice.
-pub const MAX_MESSAGE: usize = 1100;
+/// The largest encoded message, version byte included: buffers of this size always suffice. A sync
+/// chunk of [`SYNC_ENTRIES`] signed records of the longest kind is the largest (about 1370 bytes);
+/// with the control framing and a session's overhead it stays inside a 1472-byte UDP payload.
+pub const MAX_MESSAGE: usize = 1400;
 
 /// A record value.
 pub type Value = Vec<u8, MAX_VALUE>;
 /// A `bcast` member value.
 pub type MemberValue = Vec<u8, MAX_MEMBER>;
+/// A key's name as a write carries it.
+pub type Name = Vec<u8, NAME_MAX>;
 
 mod id_bytes {
     use crate::id::NodeId;
@@ -73,8 +82,11 @@ pub struct Write {
     pub rid: u32,
     /// The key.
     pub key: Key,
-    /// The key's kind (P3: with the signed record comes the name, so the key can be checked).
+    /// The key's kind.
     pub kind: Kind,
+    /// The key's name (`Key::derive(namespace, kind, name) == key`, checked by the replica): the
+    /// 4 address bytes of an `ip:` key, the label of a `host:` key, the id of a `node:` key.
+    pub name: Name,
     /// What to do.
     pub op: WriteOp,
 }
@@ -82,13 +94,12 @@ pub struct Write {
 /// The compare-and-set operations, on (owner = sender, generation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
-    /// Own the key at generation `gen`: succeeds when absent, expired or already ours at `gen`, and
-    /// `gen` is above every generation the replica has seen for the key (or equal to ours).
+    /// Own the key at the record's generation `gen`: succeeds when absent, expired or already ours
+    /// at `gen`, and `gen` is above every generation the replica has seen for the key (or equal to
+    /// ours). The record is signed by the writer (its owner).
     Create {
-        /// The new generation.
-        gen: u64,
-        /// The value.
-        value: Value,
+        /// The record (owner = the writer).
+        rec: SignedRecord,
         /// Time to live, in milliseconds, from when the replica applies it.
         ttl_ms: u32,
     },
@@ -99,15 +110,13 @@ pub enum WriteOp {
         /// New time to live (ms).
         ttl_ms: u32,
     },
-    /// Hand our record at `gen` to `to`, at `gen + 1`.
+    /// Hand our record at `gen` to the owner of `rec`, whose generation is `gen + 1`: the new
+    /// owner signed it (it asked for the key) and the writer, the current owner, submits it.
     Transfer {
         /// Our generation.
         gen: u64,
-        /// The new owner.
-        #[serde(with = "id_bytes")]
-        to: NodeId,
-        /// The new value.
-        value: Value,
+        /// The new owner's record.
+        rec: SignedRecord,
         /// Time to live (ms).
         ttl_ms: u32,
     },
@@ -179,6 +188,9 @@ pub enum WriteResult {
     Full,
     /// The owner's liveness could not be checked (no read quorum for its `node:` record).
     Unavailable,
+    /// Refused: the writer may not make this write (role, name, subnet, signature, record fields,
+    /// or a delete of another owner's record without the admin role). Counted in `DhtStats`.
+    Forbidden,
 }
 
 /// Read a key.
@@ -204,7 +216,7 @@ pub struct ReadReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadResult {
     /// The live record with the highest generation.
-    Found(RecordView),
+    Found(Stored),
     /// No live record; `floor` is the highest generation seen.
     Absent {
         /// The highest generation seen for the key.
@@ -218,7 +230,16 @@ pub enum ReadResult {
     NotReplica,
 }
 
-/// A record as a replica sees it, with its remaining time to live.
+/// A record on the wire: its owner's exact signed bytes and the replica's remaining TTL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The record as signed.
+    pub rec: SignedRecord,
+    /// Remaining time to live (ms).
+    pub ttl_ms: u32,
+}
+
+/// A record as a reader sees it once checked, with its remaining time to live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordView {
     /// The owner.
@@ -270,6 +291,8 @@ pub struct SyncChunk {
 }
 
 /// One copied item.
+// No heap to box the record into: chunks are sized for the largest (MAX_MESSAGE).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncEntry {
     /// A live record and the key's generation floor.
@@ -279,7 +302,7 @@ pub enum SyncEntry {
         /// The highest generation seen.
         floor: u64,
         /// The record.
-        rec: RecordView,
+        rec: Stored,
     },
     /// No live record, only the generation floor (kept so generations never go back).
     Floor {
@@ -397,6 +420,11 @@ mod tests {
     const A: NodeId = NodeId([0xaa; 32]);
     const KEY: Key = Key([0x11; 32]);
 
+    /// Record bytes as the message layer sees them: opaque, length-prefixed (record.rs checks them).
+    fn rec(b: &[u8]) -> SignedRecord {
+        SignedRecord::from_bytes(b).unwrap()
+    }
+
     /// Golden bytes: every message type, written out by hand from the postcard wire format
     /// (varint integers, enum variant index, length-prefixed sequences). A change to any field's
     /// order or type breaks a test: bump VERSION when that is meant.
@@ -416,27 +444,30 @@ mod tests {
             rid: 300,
             key: KEY,
             kind: Kind::Ip,
-            op: WriteOp::Create { gen: 1, value: v(b"ab"), ttl_ms: 30_000 },
+            name: v(&[10, 250, 0, 7]),
+            op: WriteOp::Create { rec: rec(b"ab"), ttl_ms: 30_000 },
         });
-        // 0 = Write; rid 300 = ac 02; key; kind 1; 0 = Create; gen 1; len 2 "ab"; 30000 = b0 ea 01.
+        // 0 = Write; rid 300 = ac 02; key; kind 1; name len 4 10.250.0.7; 0 = Create; record len 2
+        // "ab"; 30000 = b0 ea 01.
         golden(
             m,
             &cat(&[
                 &[0x00, 0xac, 0x02],
                 &[0x11; 32],
-                &[0x01, 0x00, 0x01, 0x02, b'a', b'b', 0xb0, 0xea, 0x01],
+                &[0x01, 0x04, 10, 250, 0, 7],
+                &[0x00, 0x02, b'a', b'b', 0xb0, 0xea, 0x01],
             ]),
         );
     }
 
     #[test]
     fn golden_write_renew_transfer_delete_append() {
-        let w = |op| Message::Write(Write { rid: 1, key: KEY, kind: Kind::Node, op });
-        let head = cat(&[&[0x00, 0x01], &[0x11; 32], &[0x04]]);
+        let w = |op| Message::Write(Write { rid: 1, key: KEY, kind: Kind::Node, name: v(b""), op });
+        let head = cat(&[&[0x00, 0x01], &[0x11; 32], &[0x04, 0x00]]);
         golden(w(WriteOp::Renew { gen: 2, ttl_ms: 5 }), &cat(&[&head, &[0x01, 0x02, 0x05]]));
         golden(
-            w(WriteOp::Transfer { gen: 3, to: A, value: v(b""), ttl_ms: 1 }),
-            &cat(&[&head, &[0x02, 0x03], &[0xaa; 32], &[0x00, 0x01]]),
+            w(WriteOp::Transfer { gen: 3, rec: rec(b"r"), ttl_ms: 1 }),
+            &cat(&[&head, &[0x02, 0x03, 0x01, b'r', 0x01]]),
         );
         golden(w(WriteOp::Delete { gen: 128 }), &cat(&[&head, &[0x03, 0x80, 0x01]]));
         golden(w(WriteOp::Append { value: v(b"m"), ttl_ms: 0 }), &cat(&[&head, &[0x04, 0x01, b'm', 0x00]]));
@@ -461,17 +492,15 @@ mod tests {
         golden(r(WriteResult::NotReplica), &[0x01, 0x07, 0x05]);
         golden(r(WriteResult::Full), &[0x01, 0x07, 0x06]);
         golden(r(WriteResult::Unavailable), &[0x01, 0x07, 0x07]);
+        golden(r(WriteResult::Forbidden), &[0x01, 0x07, 0x08]);
     }
 
     #[test]
     fn golden_read_and_replies() {
         golden(Message::Read(Read { rid: 2, key: KEY }), &cat(&[&[0x02, 0x02], &[0x11; 32]]));
         let r = |result| Message::ReadReply(ReadReply { rid: 2, result });
-        let rec = RecordView { owner: A, gen: 5, kind: Kind::Host, value: v(b"x"), ttl_ms: 100 };
-        golden(
-            r(ReadResult::Found(rec)),
-            &cat(&[&[0x03, 0x02, 0x00], &[0xaa; 32], &[0x05, 0x03, 0x01, b'x', 0x64]]),
-        );
+        let s = Stored { rec: rec(b"xy"), ttl_ms: 100 };
+        golden(r(ReadResult::Found(s)), &[0x03, 0x02, 0x00, 0x02, b'x', b'y', 0x64]);
         golden(r(ReadResult::Absent { floor: 0 }), &[0x03, 0x02, 0x01, 0x00]);
         let mut ms = Vec::new();
         ms.push(MemberView { owner: A, value: v(b"q"), ttl_ms: 2 }).unwrap();
@@ -488,8 +517,8 @@ mod tests {
         golden(Message::SyncRequest(SyncRequest { nonce: 0x1234, view: 5 }), &[0x04, 0xb4, 0x24, 0x05]);
         let mut entries = Vec::new();
         entries.push(SyncEntry::Floor { key: KEY, floor: 3 }).unwrap();
-        let rec = RecordView { owner: A, gen: 1, kind: Kind::Ip, value: v(b""), ttl_ms: 1 };
-        entries.push(SyncEntry::Record { key: KEY, floor: 1, rec }).unwrap();
+        let s = Stored { rec: rec(b""), ttl_ms: 1 };
+        entries.push(SyncEntry::Record { key: KEY, floor: 1, rec: s }).unwrap();
         entries
             .push(SyncEntry::Member { key: KEY, member: MemberView { owner: A, value: v(b""), ttl_ms: 3 } })
             .unwrap();
@@ -502,9 +531,7 @@ mod tests {
                 &[0x03],
                 &[0x00],
                 &[0x11; 32],
-                &[0x01],
-                &[0xaa; 32],
-                &[0x01, 0x01, 0x00, 0x01],
+                &[0x01, 0x00, 0x01],
                 &[0x02],
                 &[0x11; 32],
                 &[0xaa; 32],
@@ -535,24 +562,20 @@ mod tests {
     fn the_largest_messages_fit_max_message() {
         let full_member = MemberView { owner: A, value: v(&[0xff; MAX_MEMBER]), ttl_ms: u32::MAX };
         let members: Vec<MemberView, BCAST_MAX> = core::iter::repeat_n(full_member, BCAST_MAX).collect();
-        let rec = RecordView {
-            owner: A,
-            gen: u64::MAX,
-            kind: Kind::Unknown(255),
-            value: v(&[0xff; MAX_VALUE]),
-            ttl_ms: u32::MAX,
-        };
+        // The longest signed record (record.rs checks that SIGNED_MAX is its length).
+        let rec = Stored { rec: rec(&[0xff; super::super::record::SIGNED_MAX]), ttl_ms: u32::MAX };
         let entry = SyncEntry::Record { key: KEY, floor: u64::MAX, rec: rec.clone() };
         let entries: Vec<SyncEntry, SYNC_ENTRIES> = core::iter::repeat_n(entry, SYNC_ENTRIES).collect();
         for m in [
             Message::ReadReply(ReadReply { rid: u32::MAX, result: ReadResult::Members(members) }),
             Message::SyncChunk(SyncChunk { nonce: u32::MAX, seq: u32::MAX, done: true, entries }),
-            Message::ReadReply(ReadReply { rid: u32::MAX, result: ReadResult::Found(rec) }),
+            Message::ReadReply(ReadReply { rid: u32::MAX, result: ReadResult::Found(rec.clone()) }),
             Message::Write(Write {
                 rid: u32::MAX,
                 key: KEY,
                 kind: Kind::Unknown(200),
-                op: WriteOp::Transfer { gen: u64::MAX, to: A, value: v(&[0; MAX_VALUE]), ttl_ms: u32::MAX },
+                name: v(&[0xff; NAME_MAX]),
+                op: WriteOp::Transfer { gen: u64::MAX, rec: rec.rec.clone(), ttl_ms: u32::MAX },
             }),
             Message::FindNodeReply(FindNodeReply { rid: u32::MAX, nodes: [[0xff; 32]; FOUND].into() }),
         ] {
@@ -564,10 +587,15 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         assert_eq!(Message::decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(Message::decode(&[2, 4, 0]), Err(DecodeError::Version));
-        assert_eq!(Message::decode(&[1, 9]), Err(DecodeError::Malformed));
+        // Version 1 (records without signatures) is not spoken any more.
+        assert_eq!(Message::decode(&[1, 4, 0, 0]), Err(DecodeError::Version));
+        assert_eq!(Message::decode(&[2, 9]), Err(DecodeError::Malformed));
         // A valid SyncRequest with a byte left over.
-        assert_eq!(Message::decode(&[1, 4, 0, 0, 0]), Err(DecodeError::Malformed));
+        assert_eq!(
+            Message::decode(&[2, 4, 0, 0]),
+            Ok(Message::SyncRequest(SyncRequest { nonce: 0, view: 0 }))
+        );
+        assert_eq!(Message::decode(&[2, 4, 0, 0, 0]), Err(DecodeError::Malformed));
         let mut small = [0u8; 4];
         assert_eq!(
             Message::Read(Read { rid: 1, key: KEY }).encode(&mut small),
@@ -583,26 +611,27 @@ mod tests {
         any::<[u8; 32]>().prop_map(NodeId)
     }
 
-    fn arb_rec() -> impl Strategy<Value = RecordView> {
-        (arb_id(), any::<u64>(), any::<u8>(), arb_vec(), any::<u32>()).prop_map(
-            |(owner, gen, k, value, ttl_ms)| RecordView { owner, gen, kind: Kind::from(k), value, ttl_ms },
-        )
+    fn arb_rec() -> impl Strategy<Value = Stored> {
+        (proptest::collection::vec(any::<u8>(), 0..=super::super::record::SIGNED_MAX), any::<u32>())
+            .prop_map(|(b, ttl_ms)| Stored { rec: rec(&b), ttl_ms })
     }
 
     fn arb_msg() -> impl Strategy<Value = Message> {
         let key = any::<[u8; 32]>().prop_map(Key);
         prop_oneof![
-            (any::<u32>(), key.clone(), any::<u8>(), any::<u64>(), arb_vec(), any::<u32>(), arb_id())
-                .prop_map(|(rid, key, k, gen, value, ttl_ms, to)| Message::Write(Write {
+            (any::<u32>(), key.clone(), any::<u8>(), any::<u64>(), arb_rec(), arb_vec()).prop_map(
+                |(rid, key, k, gen, s, name)| Message::Write(Write {
                     rid,
                     key,
                     kind: Kind::from(k),
+                    name,
                     op: if gen % 2 == 0 {
-                        WriteOp::Create { gen, value, ttl_ms }
+                        WriteOp::Create { rec: s.rec, ttl_ms: s.ttl_ms }
                     } else {
-                        WriteOp::Transfer { gen, to, value, ttl_ms }
+                        WriteOp::Transfer { gen, rec: s.rec, ttl_ms: s.ttl_ms }
                     }
-                })),
+                })
+            ),
             (any::<u32>(), arb_id(), any::<u64>()).prop_map(|(rid, owner, gen)| Message::WriteReply(
                 WriteReply { rid, result: WriteResult::Conflict(Stamp { owner, gen }) }
             )),

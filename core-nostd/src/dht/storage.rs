@@ -8,14 +8,17 @@ use alloc::vec::Vec;
 use core::ops::Bound;
 
 use smoltcp::time::Instant;
+use smoltcp::wire::Ipv4Cidr;
 
 use super::key::{Key, Kind};
 use super::members::{quorum, Members, Plus, ReplicaSet};
 use super::msg::{
-    MemberValue, MemberView, Message, Read, ReadReply, ReadResult, RecordView, Stamp, SyncChunk, SyncEntry,
-    SyncRequest, Value, Write, WriteOp, WriteReply, WriteResult, BCAST_MAX, SYNC_ENTRIES,
+    MemberValue, MemberView, Message, Read, ReadReply, ReadResult, Stamp, Stored, SyncChunk, SyncEntry,
+    SyncRequest, Write, WriteOp, WriteReply, WriteResult, BCAST_MAX, SYNC_ENTRIES,
 };
+use super::record::SignedRecord;
 use super::{remaining_ms, DhtStats, CHECK_TIMEOUT, RETX, SYNC_DELAY, SYNC_RETRY};
+use crate::cert::roles;
 use crate::id::NodeId;
 use smoltcp::time::Duration;
 
@@ -36,7 +39,8 @@ struct Entry {
     owner: NodeId,
     gen: u64,
     kind: Kind,
-    value: Value,
+    /// The record as its owner signed it.
+    rec: SignedRecord,
     expires: Instant,
 }
 
@@ -77,10 +81,39 @@ enum Verdict {
     Reply(WriteResult),
     /// Blocked only by node-bound records of `owner`: check its `node:` record first.
     Check(NodeId),
+    /// Refused `Forbidden`, for this reason.
+    Refused(Refusal),
+}
+
+/// Why a write is refused `Forbidden` (module doc of [`crate::dht`], "Authorization").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Role,
+    Name,
+    Subnet,
+    Signature,
+    Record,
+    Delete,
+}
+
+impl Refusal {
+    fn count(self, stats: &mut DhtStats) {
+        let c = match self {
+            Refusal::Role => &mut stats.forbidden_role,
+            Refusal::Name => &mut stats.forbidden_name,
+            Refusal::Subnet => &mut stats.forbidden_subnet,
+            Refusal::Signature => &mut stats.forbidden_signature,
+            Refusal::Record => &mut stats.forbidden_record,
+            Refusal::Delete => &mut stats.forbidden_delete,
+        };
+        *c += 1;
+    }
 }
 
 struct Parked {
     from: NodeId,
+    /// Whether the writer has the admin role.
+    admin: bool,
     write: Write,
     version: u64,
     owner: NodeId,
@@ -142,6 +175,9 @@ pub(crate) struct Ctx<'a> {
 
 pub(crate) struct Storage {
     slots: BTreeMap<Key, Slot>,
+    /// `Config::verify`: authorize writers and check records.
+    verify: bool,
+    subnet: Option<Ipv4Cidr>,
     max_keys: usize,
     max_ttl: Duration,
     sync: Option<Syncing>,
@@ -168,6 +204,8 @@ impl Storage {
         });
         Storage {
             slots: BTreeMap::new(),
+            verify: cfg.verify,
+            subnet: cfg.subnet,
             max_keys: cfg.max_keys,
             max_ttl: cfg.max_ttl,
             sync,
@@ -280,24 +318,88 @@ impl Storage {
         Ok(rs)
     }
 
-    pub fn handle_write(&mut self, cx: &mut Ctx, from: NodeId, w: Write) {
+    /// A write from `from`, whose certificate gives it `roles`.
+    pub fn handle_write(&mut self, cx: &mut Ctx, from: NodeId, roles: u8, w: Write) {
         if let Err(r) = self.is_replica(cx, &w.key) {
             (cx.out)(from, Message::WriteReply(WriteReply { rid: w.rid, result: r }));
             return;
         }
-        if !authorize(&from, &w) {
-            cx.stats.unauthorized += 1;
-            return;
-        }
+        let admin = match self.authorize(cx, &from, roles, &w) {
+            Ok(admin) => admin,
+            Err(why) => {
+                why.count(cx.stats);
+                let reply = WriteReply { rid: w.rid, result: WriteResult::Forbidden };
+                (cx.out)(from, Message::WriteReply(reply));
+                return;
+            }
+        };
         if self.parked.iter().any(|p| p.from == from && p.write.rid == w.rid) {
             return; // a retransmission of a write already being checked
         }
-        self.apply_or_park(cx, from, w, 0);
+        self.apply_or_park(cx, from, admin, w, 0);
     }
 
-    fn apply_or_park(&mut self, cx: &mut Ctx, from: NodeId, w: Write, rechecks: u8) {
-        let result = match self.apply(cx.now, &from, &w) {
+    /// Whether `from` with `roles` may make write `w` (module doc of [`crate::dht`],
+    /// "Authorization"); Ok(whether it is an admin, who may delete others' records).
+    fn authorize(&self, cx: &Ctx, from: &NodeId, roles: u8, w: &Write) -> Result<bool, Refusal> {
+        if !self.verify {
+            return Ok(false);
+        }
+        let admin = roles & roles::ADMIN != 0;
+        let admin_delete = admin && matches!(w.op, WriteOp::Delete { .. });
+        if Key::derive(&cx.namespace, w.kind, &w.name) != w.key {
+            return Err(Refusal::Name);
+        }
+        let append = matches!(w.op, WriteOp::Append { .. });
+        if append != (w.kind == Kind::Bcast) {
+            return Err(Refusal::Role);
+        }
+        let has = |need: u8| roles & need != 0;
+        let allowed = match w.kind {
+            Kind::Ip | Kind::Mac | Kind::Host => has(roles::ROUTER | roles::HOST) || admin_delete,
+            Kind::Node => {
+                if matches!(w.op, WriteOp::Transfer { .. }) {
+                    false
+                } else if w.name[..] != from.0[..] && !admin_delete {
+                    return Err(Refusal::Name);
+                } else {
+                    true // any certified member, for its own record
+                }
+            }
+            Kind::Bcast => has(roles::ROUTER),
+            Kind::Revoked => admin,
+            Kind::Unknown(_) => false,
+        };
+        if !allowed {
+            return Err(Refusal::Role);
+        }
+        if w.kind == Kind::Ip && !host_in_subnet(self.subnet, &w.name) {
+            return Err(Refusal::Subnet);
+        }
+        let (rec, owner, gen) = match &w.op {
+            WriteOp::Create { rec, .. } => (rec, Some(*from), None),
+            WriteOp::Transfer { gen, rec, .. } => (rec, None, Some(gen.saturating_add(1))),
+            _ => return Ok(admin),
+        };
+        let r = rec.verify().map_err(|_| Refusal::Signature)?;
+        if r.namespace != cx.namespace
+            || r.key != w.key
+            || r.kind != w.kind
+            || owner.is_some_and(|o| o != r.owner)
+            || gen.is_some_and(|g| g != r.gen)
+        {
+            return Err(Refusal::Record);
+        }
+        Ok(admin)
+    }
+
+    fn apply_or_park(&mut self, cx: &mut Ctx, from: NodeId, admin: bool, w: Write, rechecks: u8) {
+        let result = match self.apply(cx.now, &from, admin, &w) {
             Verdict::Reply(r) => r,
+            Verdict::Refused(why) => {
+                why.count(cx.stats);
+                WriteResult::Forbidden
+            }
             Verdict::Check(_) if rechecks >= MAX_RECHECKS || self.parked.len() >= MAX_PARKED => {
                 cx.stats.checks_refused += 1;
                 WriteResult::Unavailable
@@ -313,6 +415,7 @@ impl Storage {
                 cx.stats.owner_checks += 1;
                 self.parked.push(Parked {
                     from,
+                    admin,
                     write: w,
                     version,
                     owner,
@@ -332,8 +435,16 @@ impl Storage {
     }
 
     /// Applies one write atomically against the key's current state (the compare-and-set).
-    fn apply(&mut self, now: Instant, from: &NodeId, w: &Write) -> Verdict {
+    fn apply(&mut self, now: Instant, from: &NodeId, admin: bool, w: &Write) -> Verdict {
         let max_ttl = self.max_ttl;
+        // The record a Create or Transfer brings (checked by `authorize` when verifying).
+        let rec = match &w.op {
+            WriteOp::Create { rec, .. } | WriteOp::Transfer { rec, .. } => match rec.parse() {
+                Ok(r) => Some(r),
+                Err(_) => return Verdict::Refused(Refusal::Record),
+            },
+            _ => None,
+        };
         let new_slot = !self.slots.contains_key(&w.key);
         if new_slot {
             if !matches!(
@@ -374,12 +485,30 @@ impl Storage {
         }
 
         // A retransmitted Transfer that already went through.
-        if let WriteOp::Transfer { gen, to, .. } = &w.op {
+        if let (WriteOp::Transfer { gen, .. }, Some(r)) = (&w.op, &rec) {
             if let [e] = slot.entries.as_slice() {
-                if e.owner == *to && e.gen == gen.saturating_add(1) {
+                if e.owner == r.owner && e.gen == gen.saturating_add(1) {
                     return Verdict::Reply(WriteResult::Accepted { gen: e.gen });
                 }
             }
+        }
+
+        // An admin deletes the record at `gen` whoever owns it.
+        if let (WriteOp::Delete { gen }, true) = (&w.op, admin) {
+            let current =
+                slot.entries.iter().max_by_key(|e| e.gen).map(|e| Stamp { owner: e.owner, gen: e.gen });
+            if current.is_some_and(|c| c.gen != *gen) {
+                return Verdict::Reply(WriteResult::Mismatch { current });
+            }
+            slot.entries.clear();
+            let tomb = gen.saturating_add(1);
+            slot.floor = slot.floor.max(tomb);
+            if tomb >= slot.tomb {
+                slot.tomb = tomb;
+                slot.tomb_expires = Some(now + max_ttl);
+            }
+            slot.version += 1;
+            return Verdict::Reply(WriteResult::Accepted { gen: *gen });
         }
 
         // Another owner's live record blocks every write; node-bound ones only while their owner's
@@ -390,6 +519,10 @@ impl Storage {
                 .cmp(&(b.kind.node_bound(), core::cmp::Reverse(b.gen)))
         });
         if let Some(b) = blocker {
+            if self.verify && matches!(w.op, WriteOp::Delete { .. }) {
+                // Only the owner (or an admin, above) deletes a record.
+                return Verdict::Refused(Refusal::Delete);
+            }
             return if b.kind.node_bound() {
                 Verdict::Check(b.owner)
             } else {
@@ -399,14 +532,15 @@ impl Storage {
 
         let mine = slot.entries.iter().map(|e| e.gen).max();
         let result = match &w.op {
-            WriteOp::Create { gen, value, ttl_ms } => {
+            WriteOp::Create { rec: bytes, ttl_ms } => {
+                let gen = &rec.as_ref().map_or(0, |r| r.gen);
                 if mine == Some(*gen) || *gen > slot.floor {
                     slot.entries.clear();
                     slot.entries.push(Entry {
                         owner: *from,
                         gen: *gen,
                         kind: w.kind,
-                        value: value.clone(),
+                        rec: bytes.clone(),
                         expires: now + cut(max_ttl, *ttl_ms),
                     });
                     slot.floor = slot.floor.max(*gen);
@@ -422,15 +556,16 @@ impl Storage {
                 }
                 None => WriteResult::Mismatch { current: mine.map(|gen| Stamp { owner: *from, gen }) },
             },
-            WriteOp::Transfer { gen, to, value, ttl_ms } => {
-                if mine == Some(*gen) {
+            WriteOp::Transfer { gen, rec: bytes, ttl_ms } => {
+                if let (Some(r), Some(_)) = (&rec, mine.filter(|m| m == gen)) {
                     let g = gen.saturating_add(1);
+                    let to = r.owner;
                     slot.entries.clear();
                     slot.entries.push(Entry {
-                        owner: *to,
+                        owner: to,
                         gen: g,
                         kind: w.kind,
-                        value: value.clone(),
+                        rec: bytes.clone(),
                         expires: now + cut(max_ttl, *ttl_ms),
                     });
                     slot.floor = slot.floor.max(g);
@@ -519,7 +654,19 @@ impl Storage {
         }
         p.answered |= 1 << idx;
         let live = match &r.result {
-            ReadResult::Found(rec) => rec.owner == p.owner,
+            ReadResult::Found(s) => match s.rec.check(self.verify) {
+                Ok(rec)
+                    if rec.namespace == cx.namespace && rec.key == p.node_key && rec.kind == Kind::Node =>
+                {
+                    rec.owner == p.owner
+                }
+                _ => {
+                    // Not a record of that node key: no vote either way.
+                    cx.stats.bad_records += 1;
+                    p.answered &= !(1 << idx);
+                    return;
+                }
+            },
             ReadResult::Absent { .. } | ReadResult::Members(_) => false,
             ReadResult::NotReady | ReadResult::NotReplica => return,
         };
@@ -552,7 +699,7 @@ impl Storage {
                 }
             }
         }
-        self.apply_or_park(cx, p.from, p.write, p.rechecks + 1);
+        self.apply_or_park(cx, p.from, p.admin, p.write, p.rechecks + 1);
     }
 
     pub fn handle_sync_request(&mut self, cx: &mut Ctx, from: NodeId, req: SyncRequest) {
@@ -580,7 +727,7 @@ impl Storage {
                 return;
             }
         }
-        self.merge(cx.now, c.entries);
+        self.merge(cx, c.entries);
         let others = cx.members.len().saturating_sub(usize::from(cx.members.contains(&cx.me)));
         let step = |progress: &mut BTreeMap<NodeId, u32>, complete: &mut BTreeSet<NodeId>| {
             let next = progress.entry(from).or_insert(0);
@@ -606,21 +753,29 @@ impl Storage {
     }
 
     /// Keeps copied entries: all of them, a disagreement blocks other owners until it lapses.
-    fn merge(&mut self, now: Instant, entries: heapless::Vec<SyncEntry, SYNC_ENTRIES>) {
-        let max_ttl = self.max_ttl;
+    /// Records that do not check (signature, namespace, key) are dropped and counted.
+    fn merge(&mut self, cx: &mut Ctx, entries: heapless::Vec<SyncEntry, SYNC_ENTRIES>) {
+        let (now, max_ttl) = (cx.now, self.max_ttl);
         for e in entries {
             match e {
-                SyncEntry::Record { key, floor, rec } => {
+                SyncEntry::Record { key, floor, rec: stored } => {
+                    let rec = match stored.rec.check(self.verify) {
+                        Ok(r) if r.namespace == cx.namespace && r.key == key => r,
+                        _ => {
+                            cx.stats.bad_records += 1;
+                            continue;
+                        }
+                    };
                     let slot = self.slots.entry(key).or_default();
                     slot.floor = slot.floor.max(floor).max(rec.gen);
-                    let expires = now + cut(max_ttl, rec.ttl_ms);
+                    let expires = now + cut(max_ttl, stored.ttl_ms);
                     match slot.entries.iter_mut().find(|e| e.owner == rec.owner && e.gen == rec.gen) {
                         Some(e) => e.expires = e.expires.max(expires),
                         None => slot.entries.push(Entry {
                             owner: rec.owner,
                             gen: rec.gen,
                             kind: rec.kind,
-                            value: rec.value,
+                            rec: stored.rec,
                             expires,
                         }),
                     }
@@ -764,14 +919,20 @@ fn cut(max_ttl: Duration, t: u32) -> Duration {
     Duration::from_millis(u64::from(t)).min(max_ttl)
 }
 
-fn view(now: Instant, e: &Entry) -> RecordView {
-    RecordView {
-        owner: e.owner,
-        gen: e.gen,
-        kind: e.kind,
-        value: e.value.clone(),
-        ttl_ms: remaining_ms(now, e.expires),
-    }
+/// A record as sent: its exact signed bytes and what is left of its TTL here.
+fn view(now: Instant, e: &Entry) -> Stored {
+    Stored { rec: e.rec.clone(), ttl_ms: remaining_ms(now, e.expires) }
+}
+
+/// Whether `name` is 4 address bytes of a host address inside `subnet` (not its network or
+/// broadcast address, save in a /31 or /32).
+fn host_in_subnet(subnet: Option<Ipv4Cidr>, name: &[u8]) -> bool {
+    let (Some(net), Ok(a)) = (subnet, <[u8; 4]>::try_from(name)) else { return false };
+    let prefix = u32::from(net.prefix_len().min(32));
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let (a, n) = (u32::from_be_bytes(a), u32::from_be_bytes(net.address().octets()));
+    let host = a & !mask;
+    a & mask == n & mask && (prefix >= 31 || (host != 0 && host != !mask))
 }
 
 /// The sync items of one key, in a stable order.
@@ -796,10 +957,4 @@ fn items(now: Instant, key: &Key, slot: &Slot) -> Vec<SyncEntry> {
         });
     }
     v
-}
-
-/// Whether `from` may make this write. P3: verify the owner's signature over the record here (and
-/// the key against the record's name); until then the authenticated peer session is the owner.
-fn authorize(_from: &NodeId, _w: &Write) -> bool {
-    true
 }

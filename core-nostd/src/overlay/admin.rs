@@ -178,7 +178,7 @@ impl Overlay {
             // Unreserved while the Create ran: give the record up.
             if let Ok(Outcome::Created { gen }) = outcome {
                 let key = self.ip_key(ip);
-                if let Ok(op) = self.dht.delete(cx.now, key, Kind::Ip, gen) {
+                if let Ok(op) = self.dht.delete(cx.now, key, Kind::Ip, &ip.octets(), gen) {
                     let _ = self.ops.push((op, Purpose::Delete));
                 }
             }
@@ -252,7 +252,7 @@ impl Overlay {
             if at > cx.now || self.ops.is_full() {
                 continue;
             }
-            match self.dht.create(cx.now, r.key, Kind::Ip, &c[..n], IP_TTL, r.after) {
+            match self.dht.create(cx.now, r.key, Kind::Ip, &r.ip.octets(), &c[..n], IP_TTL, r.after) {
                 Ok(op) => {
                     let _ = self.ops.push((op, Purpose::Reserve(r.ip)));
                     self.admin.reserved[i].state = ResState::Claiming;

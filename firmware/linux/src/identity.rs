@@ -85,7 +85,6 @@ impl Identity {
     }
 
     /// The signing key (for P3's certificates and records).
-    #[allow(dead_code)]
     pub fn signing_key(&self) -> &SigningKey {
         &self.key
     }

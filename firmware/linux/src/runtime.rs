@@ -112,6 +112,8 @@ fn build_node(
         lan: cfg.tap.is_some(),
         advertise: Some(o.advertise.unwrap_or(o.listen)),
         bootstrap,
+        // The daemon always signs its DHT records, and its storage side checks others'.
+        signing_key: Some(identity.signing_key().to_bytes()),
     };
     info!(
         "joining the overlay as {} ({}{})",
