@@ -31,7 +31,7 @@
 #     addresses) at rb -> handshake_rate_limited and handshake_cookies_sent, while pings alpha -> charlie go
 #     on and s3, restarted during the flood, completes a new handshake with rb (through the cookie).
 #   the VN keeps working: pings alpha -> charlie throughout, leases renewed at the end.
-# Every check can fail: see "how each check can fail" at the end of this file.
+# Every check can fail: VT_SEC_BREAK (below) breaks the VN or the attacks on purpose; see the end of this file.
 #
 #   sudo ci/e2e/security.sh          (ci/test.sh runs it); VT_KEEP=1 leaves it up.
 set -uo pipefail
@@ -60,6 +60,16 @@ ATTACKER_IPS=(10.99.0.40 10.99.0.41 10.99.0.42 10.99.0.43)
 X3_SIGN_OFFSET=-88200
 X3_RUN_OFFSET=-2700
 declare -A IP FIG
+# VT_SEC_BREAK (comma-separated) weakens the VN or the attacks on purpose, to see the checks fail:
+#   revoked   the VN's nodes do not get the revocation list (x4 is then a member)
+#   expired   x3's certificate is signed and run on the machine's clock (valid: x3 is then a member)
+#   noattack  the packet attacks and the flood go to port 4790, where nothing listens
+VT_SEC_BREAK=${VT_SEC_BREAK:-}
+broken() { [[ ",$VT_SEC_BREAK," == *",$1,"* ]]; }
+broken expired && X3_SIGN_OFFSET= X3_RUN_OFFSET=
+ATTACK_PORT=$VT_WAN_PORT
+broken noattack && ATTACK_PORT=4790
+[ -n "$VT_SEC_BREAK" ] && vt_log "VT_SEC_BREAK=$VT_SEC_BREAK: checks are meant to FAIL"
 
 # ---- helpers -----------------------------------------------------------------------------------------------
 m() { vt_metric "$@"; }
@@ -171,7 +181,8 @@ topology() {
     intruder_config x4
     "$HOSTCTL" node revoke x4 --dir "$VT_ADMIN" --passphrase-file "$VT_WORK/ca.pass" >"$VT_WORK/revoke.out" 2>&1 ||
         vt_die "hostctl node revoke x4: $(cat "$VT_WORK/revoke.out")"
-    for n in "${VN[@]}"; do cp "$VT_ADMIN/revoked" "$VT_WORK/state-$n/revoked" || vt_die "no revoked file"; done
+    broken revoked ||
+        for n in "${VN[@]}"; do cp "$VT_ADMIN/revoked" "$VT_WORK/state-$n/revoked" || vt_die "no revoked file"; done
     # Every overlay datagram on the WAN from the first start on (handshake initiations to replay).
     vt_bg ip netns exec "$(vt_ns wan)" timeout 120 tcpdump --immediate-mode -i wbr -nn -U -w "$VT_WORK/wan-start.pcap" \
         "udp port $VT_WAN_PORT" >/dev/null 2>&1
@@ -322,7 +333,7 @@ p=$VT_LAST_PID
 sleep 0.7
 b_rep=$(m rb transport_replayed)
 b_auth=$(m rb transport_auth_failed)
-rb_to=${VT_WAN_IP[rb]}:$VT_WAN_PORT
+rb_to=${VT_WAN_IP[rb]}:$ATTACK_PORT
 if [ -n "$DATA" ]; then
     xexec $ATTACK send --bind 10.99.0.40 --to "$rb_to" --hex "$DATA" --times 3 >/dev/null
     sleep 0.3
@@ -366,7 +377,7 @@ vt_check "a handshake initiation was captured at start ($from -> ${HS_TO:-none})
 if [ -n "$HS" ]; then
     b_hr=$(m "$HS_TO" handshake_replayed)
     b_est=$(m "$HS_TO" sessions_established)
-    xexec $ATTACK send --bind 10.99.0.40 --to "${VT_WAN_IP[$HS_TO]}:$VT_WAN_PORT" --hex "$HS" --times 2 >/dev/null
+    xexec $ATTACK send --bind 10.99.0.40 --to "${VT_WAN_IP[$HS_TO]}:$ATTACK_PORT" --hex "$HS" --times 2 >/dev/null
     sleep 0.5
     a_hr=$(m "$HS_TO" handshake_replayed)
     grew "the replayed initiation is dropped by $HS_TO as replayed (handshake_replayed)" "$b_hr" "$a_hr"
@@ -425,11 +436,13 @@ echo "== figures: x4 rejected ${FIG[x4_rejected]:-?}, x3 rejected ${FIG[x3_rejec
     "handshake replayed ${FIG[hs_replayed]:-?}, flood: ${FIG[flood]:-?}; ping throughout $rx/$tx; $((SECONDS - T0)) s"
 vt_summary
 
-# How each check can fail (tried by hand while writing this suite; see the report of branch h-sece2e):
-# - the counters: every "grew" compares a snapshot before and after the attack; with the attack left out
-#   (or aimed at another port) each FAILs with "want it to grow";
-# - "no PeerUp" / "no session": an intruder given the VN's own certificate (x4 without the revocation list)
-#   comes up and FAILs them;
-# - "only the legitimate one": the capture counts every echo request of that size at charlie's port, so a
-#   delivered replay makes it 2 or more, and a capture that sees nothing makes it 0;
-# - the flood: with --count 5 (no load) the cookie check FAILs.
+# How each check can fail (VT_SEC_BREAK=revoked,expired,noattack, run while writing this suite: 46 passed,
+# 27 failed, every failure one that the break should cause):
+# - revoked / expired: x4 / x3 become members: their handshake_rejected checks, "no PeerUp" (5 each), "no
+#   session" (8, 10), "DHT has no member but itself" (6, 7), "cannot read host:alpha", "the name and address
+#   it reserved are absent" and "the VN established no session" all FAIL; so do "runs with the revocation
+#   list" and "hostctl lists x3's certificate as expired" (the preconditions);
+# - noattack: every counter of the packet attacks and of the flood stays put and its "grew" FAILs;
+# - "only the legitimate one" counts every echo request of that size at charlie's port: a delivered replay
+#   makes it 2 or more, a capture that sees nothing 0 (not broken on purpose: that needs a broken daemon);
+# - the pings throughout count replies against requests sent, over the whole run.
