@@ -789,3 +789,32 @@ vt_interface_host_up() {
         return 1
     }
 }
+
+# ---- counters and the security suite (ci/e2e/security.sh) ------------------------------------------------
+
+# vt_metric SHORT NAME: counter NAME (vngate_NAME_total) of node SHORT, read with `hostctl metrics` from its
+# control socket in $VT_WORK/state-SHORT; empty when the daemon does not answer.
+vt_metric() {
+    "$HOSTCTL" metrics --socket "$VT_WORK/state-$1/control.sock" 2>/dev/null |
+        sed -n "s/^vngate_$2_total{[^}]*} \([0-9]*\)$/\1/p"
+}
+
+# vt_metric_sum NAME SHORT...: the sum of counter NAME over the nodes (a node that does not answer adds
+# nothing).
+vt_metric_sum() {
+    local name=$1 n s=0 v
+    shift
+    for n in "$@"; do
+        v=$(vt_metric "$n" "$name")
+        s=$((s + ${v:-0}))
+    done
+    echo "$s"
+}
+
+# vt_clockshift_build: the LD_PRELOAD shim ci/tools/attack/clockshift.c (a process's wall clock moved by
+# VT_CLOCK_OFFSET seconds) built into $VT_WORK; sets VT_CLOCKSHIFT.
+vt_clockshift_build() {
+    VT_CLOCKSHIFT=$VT_WORK/clockshift.so
+    cc -shared -fPIC -O2 -o "$VT_CLOCKSHIFT" "$VT_ROOT/ci/tools/attack/clockshift.c" -ldl ||
+        vt_die "cannot build the clock shim (cc)"
+}
