@@ -55,7 +55,7 @@ run() { # preclaim
     local p
     for p in "${VT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     VT_PIDS=()
-    rm -rf "$VT_WORK"/state-* "$VT_WORK"/host-*
+    rm -rf "$VT_WORK"/state-* "$VT_WORK"/host-* "$VT_WORK"/admin
 }
 
 MODES=${BENCH_MODES:-4 0}
