@@ -373,8 +373,9 @@ impl Secure {
             return;
         }
         let m = ControlRepr::Revocation(&self.revoked_bytes);
-        if !out.push(stats, Dest::Overlay(to), false, &mut |b| m.emit_into(b.get_mut(..b.len() - OVERHEAD)?))
-        {
+        // Room is left for the session header and tag the message gets on its way out.
+        let room = |b: &mut [u8]| b.len().checked_sub(OVERHEAD).and_then(|n| m.emit_into(b.get_mut(..n)?));
+        if !out.push(stats, Dest::Overlay(to), false, &mut |b| room(b)) {
             stats.secure_unsendable += 1;
         }
     }
@@ -468,8 +469,8 @@ impl Secure {
             // Handshake and introduction messages leave as written.
             return Some(len);
         }
-        let remote = self.contact(to).and_then(|c| c.remote);
-        let Some(remote) = remote else {
+        let at = self.contacts.iter().position(|c| c.endpoint == to);
+        let Some((at, remote)) = at.and_then(|i| Some((i, self.contacts[i].remote?))) else {
             self.park(now, stats, to, &buf[..len]);
             self.introduce(now, stats, out, to);
             return None;
@@ -501,9 +502,8 @@ impl Secure {
         };
         match sealed {
             Ok(n) => {
-                if let Some(c) = self.contacts.iter_mut().find(|c| c.endpoint == to) {
-                    c.used = now;
-                }
+                self.contacts[at].used = now;
+                // A rekey the send asked for leaves now.
                 self.pump(now, stats, out);
                 Some(n)
             }
