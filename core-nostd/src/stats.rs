@@ -153,11 +153,17 @@ pub struct Stats {
     pub secure_plaintext_dropped: u64,
     /// Hellos whose node id is not the one their session's certificate names.
     pub secure_identity_mismatch: u64,
+    /// Admin requests refused: the sender's certificate has no admin role (or no session).
+    pub admin_refused: u64,
+    /// Admin requests answered busy: [`crate::overlay::ADMIN_REQUESTS`] were waiting.
+    pub admin_busy: u64,
+    /// Admin reply parts dropped: [`crate::overlay::ADMIN_REPLIES`] were waiting to be polled.
+    pub admin_replies_dropped: u64,
 }
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 73] {
+    pub fn fields(&self) -> [(&'static str, u64); 76] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -232,6 +238,9 @@ impl Stats {
             ("secure_intro_failed", self.secure_intro_failed),
             ("secure_plaintext_dropped", self.secure_plaintext_dropped),
             ("secure_identity_mismatch", self.secure_identity_mismatch),
+            ("admin_refused", self.admin_refused),
+            ("admin_busy", self.admin_busy),
+            ("admin_replies_dropped", self.admin_replies_dropped),
         ]
     }
 }
