@@ -4,9 +4,11 @@
 
 mod cakey;
 mod ns;
+mod remote;
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -17,8 +19,39 @@ use vn_core::{Ipv4Address, Ipv4Cidr};
 #[derive(Parser)]
 #[command(name = "hostctl", version, about = "Provision and manage a vngate virtual network")]
 struct Cli {
+    /// Ask the daemon at IP:PORT over the overlay (as an admin client) instead of through its control
+    /// socket (or the environment variable VNGATE_VIA).
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    via: Option<SocketAddr>,
+    /// With --via: the admin's bundle (node.cert with the admin role, ca.pub, namespace.doc) (or
+    /// VNGATE_CERT_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// With --via: where the admin's noise.key is, when not in --cert-dir (or VNGATE_KEY_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The overlay transport, when asked for (flags first, then the environment).
+    fn via(&self) -> Result<Option<remote::Via>> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let target = match (&self.via, env("VNGATE_VIA")) {
+            (Some(v), _) => *v,
+            (None, Some(v)) => v
+                .to_string_lossy()
+                .parse()
+                .context("VNGATE_VIA must be the daemon's overlay endpoint IP:PORT")?,
+            (None, None) => return Ok(None),
+        };
+        let cert_dir = self.cert_dir.clone().or_else(|| env("VNGATE_CERT_DIR").map(PathBuf::from)).context(
+            "--via needs --cert-dir DIR (or VNGATE_CERT_DIR): a bundle signed with `hostctl node sign NAME --role admin`",
+        )?;
+        let key_dir = self.key_dir.clone().or_else(|| env("VNGATE_KEY_DIR").map(PathBuf::from));
+        Ok(Some(remote::Via { target, cert_dir, key_dir }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -290,6 +323,14 @@ fn format_reserved(v: &serde_json::Value) -> String {
 
 const DEFAULT_SOCKET: &str = "/var/lib/vngate/control.sock";
 
+/// Send one request line to the daemon, over the overlay with `via`, else through its control socket.
+fn ask_via(via: &Option<remote::Via>, socket: &std::path::Path, request: &str) -> Result<String> {
+    match via {
+        Some(v) => remote::ask(v, request),
+        None => ask(socket, request),
+    }
+}
+
 /// Send one request line to the daemon and read its whole answer.
 fn ask(socket: &std::path::Path, request: &str) -> Result<String> {
     use std::io::Read;
@@ -444,6 +485,7 @@ fn print_json(v: &serde_json::Value) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let via = cli.via()?;
     match cli.command {
         Command::Ns(NsCmd::Create {
             name,
@@ -593,7 +635,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { socket, json } => {
-            let answer = ask(&socket, r#"{"cmd":"status"}"#)?;
+            let answer = ask_via(&via, &socket, r#"{"cmd":"status"}"#)?;
             if json {
                 println!("{answer}");
             } else {
@@ -602,10 +644,11 @@ fn run(cli: Cli) -> Result<()> {
                 print_status(&v)?;
             }
         }
-        Command::Metrics { socket } => print!("{}", ask(&socket, r#"{"cmd":"metrics"}"#)?),
+        Command::Metrics { socket } => print!("{}", ask_via(&via, &socket, r#"{"cmd":"metrics"}"#)?),
         Command::Dht(DhtCmd::Get { key, socket, json }) => {
             check_key(&key)?;
-            let text = ask(&socket, &serde_json::json!({ "cmd": "dht_get", "key": key }).to_string())?;
+            let text =
+                ask_via(&via, &socket, &serde_json::json!({ "cmd": "dht_get", "key": key }).to_string())?;
             let v = answer_of(&text)?;
             if json {
                 println!("{text}");
@@ -615,7 +658,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Reserve { ip, pin, name, mac, socket, json } => {
             let req = reserve_request(ip, pin, name.as_deref(), mac.as_deref())?;
-            let text = ask(&socket, &req)?;
+            let text = ask_via(&via, &socket, &req)?;
             let v = answer_of(&text)?;
             if json {
                 println!("{text}");
