@@ -5,8 +5,8 @@
 #        storage daemons s1, s2, all certified by the test namespace's CA (vt_provision / vt_certify).
 #   lap: an admin's laptop on the WAN, no daemon: hostctl --via joins the overlay as a client.
 #
-# Keys for the laptop are made by `vngate keygen` in the namespace directory and signed by
-# `hostctl node sign admin --role admin`; a second key pair is signed with the host role only.
+# The laptop's keys and admin certificate come from `hostctl admin init` (keys in the namespace directory);
+# a second key pair (vngate keygen) is signed with the host role only.
 # Checks: with the admin certificate, `dht get node:<ra's id>` finds the record ra claimed (JSON and text),
 # `reserve` on ra succeeds and `status` on ra lists the reservation among its owned addresses, with the same
 # JSON keys as ra's control socket; with the host certificate every verb is refused and ra counts it
@@ -50,19 +50,20 @@ RA=${VT_WAN_IP[ra]}:$VT_WAN_PORT
 RA_ID=$(sed -n 's/^node-id //p' "$VT_WORK/state-ra/node.pub")
 [ -n "$RA_ID" ] || vt_die "no node id in $VT_WORK/state-ra/node.pub"
 
-# The laptop's credentials: keys made in the namespace directory, an admin certificate for them, and a
-# second key pair with the host role only.
+# The laptop's credentials: `hostctl admin init` makes keys in the namespace directory and an admin
+# certificate for them; a second key pair (vngate keygen) is signed with the host role only.
+"$HOSTCTL" admin init admin --dir "$VT_ADMIN" --passphrase-file "$VT_WORK/ca.pass" >"$VT_WORK/init.out" 2>&1 ||
+    vt_die "hostctl admin init: $(cat "$VT_WORK/init.out")"
 ADM=$VT_ADMIN/keys/admin
 VIEW=$VT_ADMIN/keys/viewer
-for k in admin:"$ADM":admin viewer:"$VIEW":host; do
-    IFS=: read -r name dir role <<<"$k"
-    "$VNGATE" keygen --state-dir "$dir" >"$VT_WORK/keygen-$name.out" 2>&1 || vt_die "keygen $name"
-    "$HOSTCTL" node sign "$name" --pub "$dir/node.pub" --role "$role" --dir "$VT_ADMIN" \
-        --passphrase-file "$VT_WORK/ca.pass" >"$VT_WORK/sign-$name.out" 2>&1 ||
-        vt_die "hostctl node sign $name: $(cat "$VT_WORK/sign-$name.out")"
-done
-[ "$(stat -c %a "$ADM/noise.key")" = 600 ] && vt_pass "the admin's noise.key stays 0600 in the namespace dir" ||
-    vt_fail "admin noise.key mode $(stat -c %a "$ADM/noise.key")"
+"$VNGATE" keygen --state-dir "$VIEW" >"$VT_WORK/keygen-viewer.out" 2>&1 || vt_die "keygen viewer"
+"$HOSTCTL" node sign viewer --pub "$VIEW/node.pub" --role host --dir "$VT_ADMIN" \
+    --passphrase-file "$VT_WORK/ca.pass" >"$VT_WORK/sign-viewer.out" 2>&1 ||
+    vt_die "hostctl node sign viewer: $(cat "$VT_WORK/sign-viewer.out")"
+[ "$(stat -c %a "$ADM/noise.key")" = 600 ] && [ "$(stat -c %a "$ADM/node.key")" = 600 ] &&
+    [ ! -e "$VT_ADMIN/bundles/admin/noise.key" ] &&
+    vt_pass "admin init: keys 0600 in the namespace dir, not in the bundle" ||
+    vt_fail "admin keys: $(ls -l "$ADM" "$VT_ADMIN/bundles/admin")"
 
 # lap_ctl CERT KEYDIR ARGS...: hostctl in the laptop's namespace over the overlay to ra.
 lap_ctl() {
@@ -70,7 +71,8 @@ lap_ctl() {
     shift 2
     ip netns exec "$(vt_ns lap)" "$HOSTCTL" --via "$RA" --cert-dir "$cert" --key-dir "$keys" "$@"
 }
-admin_ctl() { lap_ctl "$VT_ADMIN/bundles/admin" "$ADM" "$@"; }
+# The admin's keys are found from the bundle (NS/bundles/admin -> NS/keys/admin): no --key-dir.
+admin_ctl() { ip netns exec "$(vt_ns lap)" "$HOSTCTL" --via "$RA" --cert-dir "$VT_ADMIN/bundles/admin" "$@"; }
 viewer_ctl() { lap_ctl "$VT_ADMIN/bundles/viewer" "$VIEW" "$@"; }
 
 t0=$(date +%s)
@@ -113,6 +115,13 @@ if admin_ctl status >"$VT_WORK/status.txt" 2>&1 && grep -q "$RA_ID" "$VT_WORK/st
     vt_pass "admin: status prints as through the socket"
 else
     vt_fail "admin: status text: $(head -c 400 "$VT_WORK/status.txt")"
+fi
+
+if ip netns exec "$(vt_ns lap)" env VNGATE_VIA="$RA" VNGATE_CERT_DIR="$VT_ADMIN/bundles/admin" "$HOSTCTL" metrics \
+    >"$VT_WORK/metrics.txt" 2>&1 && grep -q '^vngate_admin_refused_total' "$VT_WORK/metrics.txt"; then
+    vt_pass "admin: metrics with VNGATE_VIA / VNGATE_CERT_DIR instead of flags"
+else
+    vt_fail "admin: metrics via the environment: $(head -c 300 "$VT_WORK/metrics.txt")"
 fi
 
 # A certified member without the admin role is refused, and counted.

@@ -62,6 +62,9 @@ enum Command {
     /// Nodes of a namespace: certificates, config bundles, revocation.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// The admin's own credentials for `--via` (hostctl over the overlay).
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Daemon configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -223,6 +226,30 @@ enum NodeCmd {
     List {
         #[command(flatten)]
         dir: NsDir,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Keys made here, in the namespace directory (keys/NAME, 0600), and a certificate with the admin
+    /// role for them (bundles/NAME): then `hostctl --via IP:PORT --cert-dir <bundle> <verb>`.
+    Init {
+        /// The admin's name (a DNS label).
+        #[arg(default_value = "admin")]
+        name: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace the existing bundle (a new certificate for the same keys).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        dir: NsDir,
+        #[command(flatten)]
+        pass: Passphrase,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -574,6 +601,35 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Admin(AdminCmd::Init { name, days, force, dir, pass, json }) => {
+            let d = ns::existing_dir(dir.dir, dir.ns.as_deref())?;
+            let pub_file = remote::admin_keys(&d, &name)?;
+            let args = ns::SignArgs {
+                name: name.clone(),
+                pub_file,
+                roles: "admin".into(),
+                days,
+                founding: false,
+                endpoint: None,
+                peers: Vec::new(),
+                state_dir: remote::key_dir_of(&d, &name).display().to_string(),
+                tap: String::new(),
+                force,
+            };
+            let mut v = ns::sign(&d, &args, || cakey::passphrase(pass.passphrase_file.as_deref()))?;
+            let bundle = d.join("bundles").join(&name);
+            v["cert_dir"] = serde_json::json!(bundle.display().to_string());
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "admin {name}: keys in {}, certificate in {}\nuse: hostctl --via IP:PORT --cert-dir {} status",
+                    remote::key_dir_of(&d, &name).display(),
+                    bundle.display(),
+                    bundle.display()
+                );
+            }
+        }
         Command::Node(NodeCmd::Revoke { name, serial, dir, pass, json }) => {
             let d = ns::existing_dir(dir.dir, dir.ns.as_deref())?;
             let v = ns::revoke(&d, &name, serial, || cakey::passphrase(pass.passphrase_file.as_deref()))?;
@@ -715,6 +771,44 @@ fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn via_takes_flags_then_the_environment_and_needs_credentials() {
+        let cli = Cli::try_parse_from(["hostctl", "status", "--via", "10.99.0.1:4789", "--cert-dir", "/b"])
+            .unwrap();
+        let v = cli.via().unwrap().unwrap();
+        assert_eq!((v.target, v.cert_dir, v.key_dir), ("10.99.0.1:4789".parse().unwrap(), "/b".into(), None));
+        // Global: before the verb too.
+        let cli = Cli::try_parse_from(["hostctl", "--via", "10.99.0.1:4789", "dht", "get", "ip:10.250.1.5"])
+            .unwrap();
+        if std::env::var_os("VNGATE_CERT_DIR").is_none() {
+            let e = cli.via().unwrap_err().to_string();
+            assert!(e.contains("--cert-dir") && e.contains("--role admin"), "{e}");
+        }
+        assert!(Cli::try_parse_from(["hostctl", "status", "--via", "router.lan"]).is_err());
+    }
+
+    #[test]
+    fn admin_keys_are_made_in_the_namespace_dir_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = remote::admin_keys(d.path(), "ops").unwrap();
+        let keys = remote::key_dir_of(d.path(), "ops");
+        assert_eq!(p, keys.join("node.pub"));
+        for f in ["node.key", remote::NOISE_KEY] {
+            let mode = std::fs::metadata(keys.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        // node.pub is what `node sign` takes (its id is the Ed25519 key's).
+        let text = std::fs::read_to_string(&p).unwrap();
+        let parsed = ns::parse_node_pub(&p, &text).unwrap();
+        let noise = std::fs::read_to_string(keys.join(remote::NOISE_KEY)).unwrap();
+        // Run again: the same keys.
+        remote::admin_keys(d.path(), "ops").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+        assert_eq!(std::fs::read_to_string(keys.join(remote::NOISE_KEY)).unwrap(), noise);
+        assert_ne!(parsed.x25519, [0; 32]);
+    }
 
     #[test]
     fn dht_get_and_reserve_parse() {

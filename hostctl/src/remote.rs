@@ -6,9 +6,9 @@
 //!
 //! The credentials directory (`--cert-dir`) is a bundle of `hostctl node sign NAME --role admin`
 //! (node.cert, ca.pub, namespace.doc, and revoked when there is one) plus the X25519 key `noise.key`
-//! of the keys that were signed (`vngate keygen --state-dir DIR` in the namespace directory, then
-//! `hostctl node sign admin --pub DIR/node.pub --role admin`); `--key-dir DIR` points at the keys
-//! when they are not in the bundle. The client node serves no LAN and
+//! of the keys that were signed: `hostctl admin init NAME` makes both (keys in NS/keys/NAME, found
+//! from the bundle NS/bundles/NAME); with keys made elsewhere (`vngate keygen`, then `hostctl node
+//! sign NAME --role admin`), `--key-dir DIR` says where noise.key is. The client node serves no LAN and
 //! stores nothing; it lives for one request.
 //!
 //! [`ControlRepr::Admin`]: vn_core::wire::control::ControlRepr::Admin
@@ -49,7 +49,7 @@ pub struct Via {
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| {
         format!(
-            "cannot read {} (is --cert-dir an admin bundle? make one with `hostctl node sign NAME --role admin`)",
+            "cannot read {} (is --cert-dir an admin bundle? make one with `hostctl admin init NAME`)",
             path.display()
         )
     })
@@ -83,6 +83,52 @@ fn parse_ca(path: &Path) -> Result<CaKey> {
     hex::decode_to_slice(key, &mut b)
         .map_err(|_| anyhow::anyhow!("{}: the key is not 64 hex digits", path.display()))?;
     CaKey::from_bytes(&b).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Where `admin init NAME` keeps the admin's keys in the namespace directory `ns_dir`.
+pub fn key_dir_of(ns_dir: &Path, name: &str) -> PathBuf {
+    ns_dir.join("keys").join(name)
+}
+
+/// Write a private key file (`header`, hex) with mode 0600; never replaces one.
+fn write_secret(path: &Path, header: &str, secret: &[u8; 32]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).with_context(
+            || format!("cannot create {} (it exists? keys are never replaced)", path.display()),
+        )?;
+    f.write_all(format!("{header}\n{}\n", hex::encode(secret)).as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// `hostctl admin init NAME`: the admin's keys made here, in `ns_dir/keys/NAME` (as `vngate keygen`
+/// makes a node's: node.key, noise.key 0600, node.pub); returns the node.pub path for the signing.
+/// Existing keys are kept (a new certificate for the same keys).
+pub fn admin_keys(ns_dir: &Path, name: &str) -> Result<PathBuf> {
+    let dir = key_dir_of(ns_dir, name);
+    let pub_path = dir.join("node.pub");
+    if pub_path.exists() && dir.join(NOISE_KEY).exists() {
+        return Ok(pub_path);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let seed: [u8; 32] = random()?;
+    let noise: [u8; 32] = random()?;
+    let ed = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+    let x = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(noise)).to_bytes();
+    write_secret(&dir.join("node.key"), "vngate-ed25519-key 1", &seed)?;
+    write_secret(&dir.join(NOISE_KEY), "vngate-x25519-key 1", &noise)?;
+    let id = vn_core::NodeId::from_public_key(&ed);
+    let text = format!(
+        "vngate-node-pub 1\ned25519 {}\nx25519 {}\nnode-id {}\n",
+        hex::encode(ed),
+        hex::encode(x),
+        hex::encode(id.0)
+    );
+    std::fs::write(&pub_path, text).with_context(|| format!("cannot write {}", pub_path.display()))?;
+    Ok(pub_path)
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -122,7 +168,16 @@ fn ask_inner(via: &Via, request: &str) -> Result<String> {
         ),
         Err(_) => None,
     };
-    let key_path = via.key_dir.as_deref().unwrap_or(dir).join(NOISE_KEY);
+    let key_path = match &via.key_dir {
+        Some(k) => k.join(NOISE_KEY),
+        // A bundle of `admin init`: NS/bundles/NAME, its keys in NS/keys/NAME.
+        None if !dir.join(NOISE_KEY).exists() => match (dir.parent().and_then(Path::parent), dir.file_name())
+        {
+            (Some(ns), Some(name)) => key_dir_of(ns, &name.to_string_lossy()).join(NOISE_KEY),
+            _ => dir.join(NOISE_KEY),
+        },
+        None => dir.join(NOISE_KEY),
+    };
     let noise_secret = parse_key_file(&key_path, "vngate-x25519-key 1")?;
     let cidr = Ipv4Cidr::new(Ipv4Address::from(doc.subnet), doc.prefix);
     let params = NamespaceParams::new(doc.id, doc.name.as_str(), cidr)
@@ -188,7 +243,7 @@ fn ask_inner(via: &Via, request: &str) -> Result<String> {
                 AdminStatus::Done => {}
                 AdminStatus::Refused => bail!(
                     "the daemon at {} refused the request: the certificate in {} has no admin role \
-                     (sign one with `hostctl node sign NAME --role admin`)",
+                     (make one with `hostctl admin init NAME`)",
                     via.target,
                     dir.display()
                 ),
