@@ -1,6 +1,7 @@
 //! `hostctl`: the admin's tool for a VN: provisioning (`ns create`, `node sign|revoke|list`: a CA, signed
 //! certificates and config bundles, see ns.rs), and a daemon's status, DHT and reservations through its
-//! control socket. `config init` is the older, unsigned way to write a daemon configuration (P1/P2).
+//! control socket — or, with `--via IP:PORT`, over the overlay as an admin client (remote.rs; `admin init`
+//! makes its keys and certificate). `config init` is the older, unsigned way to write a daemon configuration (P1/P2).
 
 mod cakey;
 mod ns;
