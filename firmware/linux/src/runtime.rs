@@ -429,12 +429,17 @@ async fn serve(cfg: Config) -> Result<()> {
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => i += 1,
                 done => {
                     let r = remote.swap_remove(i);
-                    let body =
+                    let mut body =
                         done.unwrap_or_else(|_| r#"{"error":"the daemon dropped the request"}"#.into());
-                    let Some(parts) = vn_core::overlay::admin_parts(body.len()) else {
+                    if vn_core::overlay::admin_parts(body.len()).is_none() {
                         warn!("admin answer {} of {} bytes is too long for the overlay", r.id, body.len());
-                        continue;
-                    };
+                        let why = format!(
+                            "the answer ({} bytes) is too long for the overlay: ask through the node's control socket",
+                            body.len()
+                        );
+                        body = serde_json::json!({ "error": why }).to_string();
+                    }
+                    let parts = vn_core::overlay::admin_parts(body.len()).unwrap_or(1);
                     for part in 0..parts {
                         let status = vn_core::wire::control::AdminStatus::Done;
                         node.admin_answer(clock.now(), r.to, r.id, status, body.as_bytes(), part);
