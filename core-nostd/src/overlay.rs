@@ -67,7 +67,10 @@ use crate::statics::{Expired, Statics};
 use crate::wire::control::{ControlRepr, Hello, MemberInfo, Roles, MAX_MEMBERS};
 
 mod admin;
-pub use admin::{AdminDone, ReserveRefused, ADMIN_DONE, RESERVED, RESERVE_RETRY};
+pub use admin::{
+    admin_parts, AdminCall, AdminDone, AdminPart, ReserveRefused, ADMIN_DONE, ADMIN_PARTS, ADMIN_REPLIES,
+    ADMIN_REQUESTS, RESERVED, RESERVE_RETRY,
+};
 
 /// Storage members a node keeps in its one-hop member table: 1024 with the heap (daemons: about a
 /// thousand storage nodes, DESIGN.md), 64 without (microcontrollers). Beyond it the table stops being
@@ -669,6 +672,9 @@ impl Overlay {
                 }
                 None => self.unknown_sender(cx, from),
             },
+            // hostctl over the overlay: see `admin`.
+            ControlRepr::Admin(r) => self.admin_request(cx, from, auth, r),
+            ControlRepr::AdminReply(r) => self.admin_reply_part(cx, from, r),
         }
         self.pump(cx);
     }

@@ -165,11 +165,17 @@ pub struct Stats {
     pub sntp_answers: u64,
     /// SNTP answers refused (wrong source, nonce, mode, stratum or a kiss code).
     pub sntp_refused: u64,
+    /// Admin requests refused: the sender's certificate has no admin role (or no session).
+    pub admin_refused: u64,
+    /// Admin requests answered busy: [`crate::overlay::ADMIN_REQUESTS`] were waiting.
+    pub admin_busy: u64,
+    /// Admin reply parts dropped: [`crate::overlay::ADMIN_REPLIES`] were waiting to be polled.
+    pub admin_replies_dropped: u64,
 }
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 79] {
+    pub fn fields(&self) -> [(&'static str, u64); 82] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -250,6 +256,9 @@ impl Stats {
             ("sntp_queries", self.sntp_queries),
             ("sntp_answers", self.sntp_answers),
             ("sntp_refused", self.sntp_refused),
+            ("admin_refused", self.admin_refused),
+            ("admin_busy", self.admin_busy),
+            ("admin_replies_dropped", self.admin_replies_dropped),
         ]
     }
 }

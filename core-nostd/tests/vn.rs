@@ -1489,3 +1489,44 @@ fn a_revocation_list_spreads_from_one_node_and_cuts_the_revoked_member_off() {
         assert!(net.nodes[0].overlay().unwrap().holds_ip(net.now, ip));
     });
 }
+
+/// hostctl over the overlay (crate::overlay::admin): a sixth node of the same CA sends an admin request
+/// to node 2 through a real Noise session. With the admin role it reaches node 2's runtime, whose answer
+/// comes back; with the host role it is refused (the refusal comes back) and counted.
+#[test]
+fn admin_requests_over_a_secured_overlay_run_only_for_an_admin_certificate() {
+    use vn_core::wire::control::AdminStatus;
+    big_stack(|| {
+        for (roles, admin) in [(cert::roles::ADMIN, true), (cert::roles::HOST, false)] {
+            let mut net = with_outsider(|pki, ns| (Pki::new(1), pki.cert(ns, 5, roles, WALL + 365 * DAY)));
+            assert!(net.nodes[5].stats().sessions_established >= 1, "roles {roles:#x}: a session");
+            let (to, now) = (net.addrs[2], net.now);
+            assert!(net.nodes[5].admin_ask(now, to, 77, br#"{"cmd":"status"}"#));
+            net.run(Duration::from_secs(1));
+            let call = net.nodes[2].poll_admin_call();
+            if admin {
+                let call = call.expect("the admin's request reached node 2's runtime");
+                assert_eq!(call.peer, net.nodes[5].overlay().unwrap().id());
+                assert_eq!((call.id, &call.request[..]), (77, &br#"{"cmd":"status"}"#[..]));
+                assert!(net.nodes[2].admin_answer(
+                    net.now,
+                    call.from,
+                    77,
+                    AdminStatus::Done,
+                    b"{\"ok\":1}",
+                    0
+                ));
+                net.run(Duration::from_secs(1));
+                let part = net.nodes[5].poll_admin_part().expect("the answer came back");
+                assert_eq!((part.id, part.status, part.parts), (77, AdminStatus::Done, 1));
+                assert_eq!(&part.body[..], b"{\"ok\":1}");
+                assert_eq!(net.nodes[2].stats().admin_refused, 0);
+            } else {
+                assert!(call.is_none(), "a host certificate's request never reaches the runtime");
+                assert_eq!(net.nodes[2].stats().admin_refused, 1);
+                let part = net.nodes[5].poll_admin_part().expect("the refusal came back");
+                assert_eq!((part.id, part.status), (77, AdminStatus::Refused));
+            }
+        }
+    });
+}

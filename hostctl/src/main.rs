@@ -1,12 +1,15 @@
 //! `hostctl`: the admin's tool for a VN: provisioning (`ns create`, `node sign|revoke|list`: a CA, signed
 //! certificates and config bundles, see ns.rs), and a daemon's status, DHT and reservations through its
-//! control socket. `config init` is the older, unsigned way to write a daemon configuration (P1/P2).
+//! control socket — or, with `--via IP:PORT`, over the overlay as an admin client (remote.rs; `admin init`
+//! makes its keys and certificate). `config init` is the older, unsigned way to write a daemon configuration (P1/P2).
 
 mod cakey;
 mod ns;
+mod remote;
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -17,8 +20,39 @@ use vn_core::{Ipv4Address, Ipv4Cidr};
 #[derive(Parser)]
 #[command(name = "hostctl", version, about = "Provision and manage a vngate virtual network")]
 struct Cli {
+    /// Ask the daemon at IP:PORT over the overlay (as an admin client) instead of through its control
+    /// socket (or the environment variable VNGATE_VIA).
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    via: Option<SocketAddr>,
+    /// With --via: the admin's bundle (node.cert with the admin role, ca.pub, namespace.doc) (or
+    /// VNGATE_CERT_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// With --via: where the admin's noise.key is, when not in --cert-dir (or VNGATE_KEY_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The overlay transport, when asked for (flags first, then the environment).
+    fn via(&self) -> Result<Option<remote::Via>> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let target = match (&self.via, env("VNGATE_VIA")) {
+            (Some(v), _) => *v,
+            (None, Some(v)) => v
+                .to_string_lossy()
+                .parse()
+                .context("VNGATE_VIA must be the daemon's overlay endpoint IP:PORT")?,
+            (None, None) => return Ok(None),
+        };
+        let cert_dir = self.cert_dir.clone().or_else(|| env("VNGATE_CERT_DIR").map(PathBuf::from)).context(
+            "--via needs --cert-dir DIR (or VNGATE_CERT_DIR): a bundle signed with `hostctl node sign NAME --role admin`",
+        )?;
+        let key_dir = self.key_dir.clone().or_else(|| env("VNGATE_KEY_DIR").map(PathBuf::from));
+        Ok(Some(remote::Via { target, cert_dir, key_dir }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -29,6 +63,9 @@ enum Command {
     /// Nodes of a namespace: certificates, config bundles, revocation.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// The admin's own credentials for `--via` (hostctl over the overlay).
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Daemon configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -201,6 +238,30 @@ enum NodeCmd {
 }
 
 #[derive(Subcommand)]
+enum AdminCmd {
+    /// Keys made here, in the namespace directory (keys/NAME, 0600), and a certificate with the admin
+    /// role for them (bundles/NAME): then `hostctl --via IP:PORT --cert-dir <bundle> <verb>`.
+    Init {
+        /// The admin's name (a DNS label).
+        #[arg(default_value = "admin")]
+        name: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace the existing bundle (a new certificate for the same keys).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        dir: NsDir,
+        #[command(flatten)]
+        pass: Passphrase,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum DhtCmd {
     /// Read one record: ip:<addr>, host:<name> or node:<hex id>.
     Get {
@@ -293,6 +354,14 @@ fn format_reserved(v: &serde_json::Value) -> String {
 }
 
 const DEFAULT_SOCKET: &str = "/var/lib/vngate/control.sock";
+
+/// Send one request line to the daemon, over the overlay with `via`, else through its control socket.
+fn ask_via(via: &Option<remote::Via>, socket: &std::path::Path, request: &str) -> Result<String> {
+    match via {
+        Some(v) => remote::ask(v, request),
+        None => ask(socket, request),
+    }
+}
 
 /// Send one request line to the daemon and read its whole answer.
 fn ask(socket: &std::path::Path, request: &str) -> Result<String> {
@@ -448,6 +517,7 @@ fn print_json(v: &serde_json::Value) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let via = cli.via()?;
     match cli.command {
         Command::Ns(NsCmd::Create {
             name,
@@ -536,6 +606,35 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Admin(AdminCmd::Init { name, days, force, dir, pass, json }) => {
+            let d = ns::existing_dir(dir.dir, dir.ns.as_deref())?;
+            let pub_file = remote::admin_keys(&d, &name)?;
+            let args = ns::SignArgs {
+                name: name.clone(),
+                pub_file,
+                roles: "admin".into(),
+                days,
+                founding: false,
+                endpoint: None,
+                peers: Vec::new(),
+                state_dir: remote::key_dir_of(&d, &name).display().to_string(),
+                tap: String::new(),
+                force,
+            };
+            let mut v = ns::sign(&d, &args, || cakey::passphrase(pass.passphrase_file.as_deref()))?;
+            let bundle = d.join("bundles").join(&name);
+            v["cert_dir"] = serde_json::json!(bundle.display().to_string());
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "admin {name}: keys in {}, certificate in {}\nuse: hostctl --via IP:PORT --cert-dir {} status",
+                    remote::key_dir_of(&d, &name).display(),
+                    bundle.display(),
+                    bundle.display()
+                );
+            }
+        }
         Command::Node(NodeCmd::Revoke { name, serial, publish, dir, pass, json }) => {
             let d = ns::existing_dir(dir.dir, dir.ns.as_deref())?;
             let mut v = ns::revoke(&d, &name, serial, || cakey::passphrase(pass.passphrase_file.as_deref()))?;
@@ -614,7 +713,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { socket, json } => {
-            let answer = ask(&socket, r#"{"cmd":"status"}"#)?;
+            let answer = ask_via(&via, &socket, r#"{"cmd":"status"}"#)?;
             if json {
                 println!("{answer}");
             } else {
@@ -623,10 +722,11 @@ fn run(cli: Cli) -> Result<()> {
                 print_status(&v)?;
             }
         }
-        Command::Metrics { socket } => print!("{}", ask(&socket, r#"{"cmd":"metrics"}"#)?),
+        Command::Metrics { socket } => print!("{}", ask_via(&via, &socket, r#"{"cmd":"metrics"}"#)?),
         Command::Dht(DhtCmd::Get { key, socket, json }) => {
             check_key(&key)?;
-            let text = ask(&socket, &serde_json::json!({ "cmd": "dht_get", "key": key }).to_string())?;
+            let text =
+                ask_via(&via, &socket, &serde_json::json!({ "cmd": "dht_get", "key": key }).to_string())?;
             let v = answer_of(&text)?;
             if json {
                 println!("{text}");
@@ -636,7 +736,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Reserve { ip, pin, name, mac, socket, json } => {
             let req = reserve_request(ip, pin, name.as_deref(), mac.as_deref())?;
-            let text = ask(&socket, &req)?;
+            let text = ask_via(&via, &socket, &req)?;
             let v = answer_of(&text)?;
             if json {
                 println!("{text}");
@@ -693,6 +793,44 @@ fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn via_takes_flags_then_the_environment_and_needs_credentials() {
+        let cli = Cli::try_parse_from(["hostctl", "status", "--via", "10.99.0.1:4789", "--cert-dir", "/b"])
+            .unwrap();
+        let v = cli.via().unwrap().unwrap();
+        assert_eq!((v.target, v.cert_dir, v.key_dir), ("10.99.0.1:4789".parse().unwrap(), "/b".into(), None));
+        // Global: before the verb too.
+        let cli = Cli::try_parse_from(["hostctl", "--via", "10.99.0.1:4789", "dht", "get", "ip:10.250.1.5"])
+            .unwrap();
+        if std::env::var_os("VNGATE_CERT_DIR").is_none() {
+            let e = cli.via().unwrap_err().to_string();
+            assert!(e.contains("--cert-dir") && e.contains("--role admin"), "{e}");
+        }
+        assert!(Cli::try_parse_from(["hostctl", "status", "--via", "router.lan"]).is_err());
+    }
+
+    #[test]
+    fn admin_keys_are_made_in_the_namespace_dir_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = remote::admin_keys(d.path(), "ops").unwrap();
+        let keys = remote::key_dir_of(d.path(), "ops");
+        assert_eq!(p, keys.join("node.pub"));
+        for f in ["node.key", remote::NOISE_KEY] {
+            let mode = std::fs::metadata(keys.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        // node.pub is what `node sign` takes (its id is the Ed25519 key's).
+        let text = std::fs::read_to_string(&p).unwrap();
+        let parsed = ns::parse_node_pub(&p, &text).unwrap();
+        let noise = std::fs::read_to_string(keys.join(remote::NOISE_KEY)).unwrap();
+        // Run again: the same keys.
+        remote::admin_keys(d.path(), "ops").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+        assert_eq!(std::fs::read_to_string(keys.join(remote::NOISE_KEY)).unwrap(), noise);
+        assert_ne!(parsed.x25519, [0; 32]);
+    }
 
     #[test]
     fn dht_get_and_reserve_parse() {

@@ -490,6 +490,18 @@ fn bundle_toml(st: &NsState, a: &SignArgs, roles_bits: u8, serial: u64) -> Resul
         }
         None => {}
     }
+    if roles_bits & (roles::ROUTER | roles::HOST | roles::DHT) == 0
+        && roles_bits & roles::ADMIN != 0
+        && a.endpoint.is_none()
+    {
+        // An admin's laptop runs no daemon: the bundle is its credentials for `hostctl --via`.
+        t.push_str(&format!(
+            "\n# An admin client, not a daemon: run `hostctl --via IP:PORT --cert-dir {} --key-dir <where noise.key is> \
+             status` (or any verb) against a daemon of this namespace.\n",
+            a.name
+        ));
+        return Ok(t);
+    }
     t.push_str("\n[daemon]\n");
     if roles_bits & roles::ROUTER != 0 {
         t.push_str(&format!("tap = \"{}\"\nmode = \"{}\"\n", a.tap, st.mode));

@@ -2,7 +2,9 @@
 //! over-long varints, so the re-emitted bytes may be shorter than the input; they must parse to the
 //! same message, and emitting that again must give the same bytes (the encoding is canonical).
 
-use crate::wire::control::{ControlRepr, Packet, ParseError, CONTROL_TYPE, VERSION};
+use crate::wire::control::{
+    ControlRepr, Packet, ParseError, ADMIN_PART_MAX, ADMIN_REQUEST_MAX, CONTROL_TYPE, VERSION,
+};
 
 const BUF: usize = 2048;
 
@@ -25,6 +27,12 @@ pub fn control(data: &[u8]) {
     let Ok(repr) = parsed else {
         return;
     };
+    // The admin messages' bounds hold for anything that parsed.
+    match &repr {
+        ControlRepr::Admin(a) => assert!(a.request.len() <= ADMIN_REQUEST_MAX),
+        ControlRepr::AdminReply(r) => assert!(r.body.len() <= ADMIN_PART_MAX && r.part < r.parts),
+        _ => {}
+    }
     let len = repr.buffer_len();
     assert!(len <= data.len(), "the canonical encoding is never longer than what parsed");
     let mut buf = [0xa5u8; BUF];

@@ -21,6 +21,8 @@
 //! Restored reservations ([`Node::restore_reservation`]) are claimed again and retried while another
 //! node holds them.
 
+use core::net::SocketAddr;
+
 use heapless::{Deque, Vec};
 use smoltcp::time::Instant;
 use smoltcp::wire::{DhcpPacket, EthernetAddress, Ipv4Address};
@@ -29,8 +31,9 @@ use super::Node;
 use crate::config::is_hostname_label;
 use crate::dhcp::Allocator;
 use crate::dht::{Kind, MemberView, OpError, Outcome, RecordView, BCAST_MAX, MAX_NAME};
-use crate::overlay::{HostLabel, NameSource, ReserveRefused, RESERVED};
+use crate::overlay::{AdminCall, AdminPart, HostLabel, NameSource, ReserveRefused, RESERVED};
 use crate::queue::Cx;
+use crate::wire::control::AdminStatus;
 
 /// Finished commands kept until [`Node::poll_command`]; beyond it the oldest is dropped.
 pub const DONE: usize = 8;
@@ -297,6 +300,45 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
         r
     }
 
+    /// The next admin request from the overlay, from a certified admin (see
+    /// [`crate::overlay::AdminCall`]): execute it like a control-socket request and answer with
+    /// [`Node::admin_answer`]. Poll it after every overlay input.
+    pub fn poll_admin_call(&mut self) -> Option<AdminCall> {
+        self.overlay.as_mut()?.take_admin_call()
+    }
+
+    /// Sends part `part` of the answer `body` to admin request `id` from `to`, sealed in the
+    /// session. Send the parts ([`crate::overlay::admin_parts`] of them) one by one, polling
+    /// transmits between them. False when there is no overlay, no such part, or the answer is too long.
+    pub fn admin_answer(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        id: u32,
+        status: AdminStatus,
+        body: &[u8],
+        part: u8,
+    ) -> bool {
+        let Some(o) = self.overlay.as_mut() else { return false };
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        o.send_admin_reply(&mut cx, to, id, status, body, part)
+    }
+
+    /// Sends an admin request to the node at `to` (hostctl's client node): it waits for the session
+    /// like any output; the answer's parts come from [`Node::poll_admin_part`]. False without an
+    /// overlay or when `request` is too long.
+    pub fn admin_ask(&mut self, now: Instant, to: SocketAddr, id: u32, request: &[u8]) -> bool {
+        self.ensure_started(now);
+        let Some(o) = self.overlay.as_mut() else { return false };
+        let mut cx = Cx { now, rng: &mut self.rng, stats: &mut self.stats, out: &mut self.out };
+        o.send_admin_request(&mut cx, to, id, request)
+    }
+
+    /// The next part of an answer to [`Node::admin_ask`].
+    pub fn poll_admin_part(&mut self) -> Option<AdminPart> {
+        self.overlay.as_mut()?.take_admin_part()
+    }
+
     /// The next finished command.
     pub fn poll_command(&mut self) -> Option<(CommandId, CommandResult)> {
         self.admin.done.pop_front()
@@ -490,6 +532,139 @@ mod tests {
         let get = Command::DhtGet { kind: Kind::Ip, name: Vec::new() };
         assert_eq!(n.command(now, get), Err(CommandError::NoOverlay));
         assert_eq!(n.reservations(now).collect::<std::vec::Vec<_>>(), std::vec![(&res, true)]);
+    }
+
+    /// A node on an (unsecured) overlay, to drive its admin handling with a chosen identity.
+    fn overlay_node() -> crate::node::DefaultNode {
+        let params =
+            NamespaceParams::new([9; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16))
+                .unwrap();
+        let cfg = crate::overlay::OverlayConfig {
+            id: crate::NodeId([3; 32]),
+            storage: false,
+            fresh: false,
+            lan: false,
+            advertise: None,
+            bootstrap: Vec::new(),
+            signing_key: None,
+        };
+        Node::with_overlay(Site::new(params).unwrap(), 7, cfg)
+    }
+
+    /// Feeds `msg` to `n` as if opened from a session with `auth`; the control replies sent back.
+    fn admin_in(
+        n: &mut crate::node::DefaultNode,
+        auth: Option<crate::session::PeerIdentity>,
+        msg: &crate::wire::control::ControlRepr<'_>,
+    ) -> std::vec::Vec<std::vec::Vec<u8>> {
+        let now = Instant::from_secs(1);
+        let from: SocketAddr = "192.0.2.9:4500".parse().unwrap();
+        let mut b = [0xa5u8; 1536];
+        let len = msg.emit_into(&mut b).unwrap();
+        let o = n.overlay.as_mut().unwrap();
+        let mut cx = Cx { now, rng: &mut n.rng, stats: &mut n.stats, out: &mut n.out };
+        o.handle_control_from(&mut cx, from, auth, &b[..len]);
+        let mut sent = std::vec::Vec::new();
+        let mut buf = [0u8; 1536];
+        while let Some(t) = n.poll_transmit(now, &mut buf) {
+            if let crate::queue::Transmit::Overlay { to, len } = t {
+                if to == from && buf[..len].first() == Some(&crate::wire::control::CONTROL_TYPE) {
+                    sent.push(buf[..len].to_vec());
+                }
+            }
+        }
+        sent
+    }
+
+    fn reply_of(bytes: &[u8]) -> (u32, AdminStatus, u8, u8, std::vec::Vec<u8>) {
+        match crate::wire::control::ControlRepr::parse_bytes(bytes) {
+            Ok(crate::wire::control::ControlRepr::AdminReply(r)) => {
+                (r.id, r.status, r.part, r.parts, r.body.to_vec())
+            }
+            other => panic!("not an admin reply: {other:?}"),
+        }
+    }
+
+    /// Nodes with an overlay are large: run on a big stack.
+    fn big_stack(f: fn()) {
+        std::thread::Builder::new().stack_size(64 << 20).spawn(f).unwrap().join().unwrap();
+    }
+
+    #[test]
+    fn admin_requests_run_only_for_admin_certificates() {
+        big_stack(admin_authorization);
+    }
+
+    fn admin_authorization() {
+        use crate::cert::roles;
+        use crate::session::PeerIdentity;
+        use crate::wire::control::{AdminRequest, ControlRepr};
+        let mut n = overlay_node();
+        let req = ControlRepr::Admin(AdminRequest { id: 42, request: br#"{"cmd":"status"}"# });
+        // A certified router (no admin role) and an unauthenticated sender are refused, and counted.
+        let router = PeerIdentity { node_id: crate::NodeId([5; 32]), roles: roles::ROUTER | roles::DHT };
+        for auth in [Some(router), None] {
+            let sent = admin_in(&mut n, auth, &req);
+            let replies: std::vec::Vec<_> = sent.iter().map(|b| reply_of(b)).collect();
+            assert_eq!(replies, std::vec![(42, AdminStatus::Refused, 0, 1, std::vec![])]);
+            assert!(n.poll_admin_call().is_none());
+        }
+        assert_eq!(n.stats().admin_refused, 2);
+        // An admin's request waits for the runtime, with the certified id.
+        let admin = PeerIdentity { node_id: crate::NodeId([6; 32]), roles: roles::ADMIN };
+        assert!(admin_in(&mut n, Some(admin), &req).is_empty());
+        let call = n.poll_admin_call().unwrap();
+        assert_eq!((call.id, call.peer, &call.request[..]), (42, admin.node_id, &br#"{"cmd":"status"}"#[..]));
+        // Beyond ADMIN_REQUESTS waiting, the next is answered busy.
+        for _ in 0..crate::overlay::ADMIN_REQUESTS {
+            assert!(admin_in(&mut n, Some(admin), &req).is_empty());
+        }
+        let sent = admin_in(&mut n, Some(admin), &req);
+        assert_eq!(reply_of(&sent[0]).1, AdminStatus::Busy);
+        assert_eq!(n.stats().admin_busy, 1);
+    }
+
+    #[test]
+    fn a_long_admin_answer_travels_in_parts_and_comes_back_whole() {
+        big_stack(admin_parts_round_trip);
+    }
+
+    fn admin_parts_round_trip() {
+        use crate::wire::control::ADMIN_PART_MAX;
+        let mut a = overlay_node();
+        let to: SocketAddr = "192.0.2.9:4500".parse().unwrap();
+        let now = Instant::from_secs(1);
+        let body: std::vec::Vec<u8> = (0..ADMIN_PART_MAX * 2 + 7).map(|i| (i % 251) as u8).collect();
+        assert_eq!(crate::overlay::admin_parts(body.len()), Some(3));
+        let mut buf = [0u8; 1536];
+        let mut parts = std::vec::Vec::new();
+        for part in 0..3 {
+            assert!(a.admin_answer(now, to, 9, AdminStatus::Done, &body, part));
+            while let Some(t) = a.poll_transmit(now, &mut buf) {
+                if let crate::queue::Transmit::Overlay { to: t, len } = t {
+                    if t == to && buf[0] == crate::wire::control::CONTROL_TYPE {
+                        parts.push(buf[..len].to_vec());
+                    }
+                }
+            }
+        }
+        assert!(!a.admin_answer(now, to, 9, AdminStatus::Done, &body, 3), "no fourth part");
+        assert_eq!(parts.len(), 3);
+        // The requester keeps them for its runtime, in order.
+        let mut b = overlay_node();
+        let mut whole = std::vec::Vec::new();
+        for p in &parts {
+            let repr = crate::wire::control::ControlRepr::parse_bytes(p).unwrap();
+            admin_in(&mut b, None, &repr);
+            let got = b.poll_admin_part().unwrap();
+            assert_eq!((got.id, got.status, got.parts), (9, AdminStatus::Done, 3));
+            whole.extend_from_slice(&got.body);
+        }
+        assert_eq!(whole, body);
+        // Too long for ADMIN_PARTS parts: nothing is sent.
+        let huge = std::vec![0u8; ADMIN_PART_MAX * crate::overlay::ADMIN_PARTS + 1];
+        assert!(!a.admin_answer(now, to, 10, AdminStatus::Done, &huge, 0));
+        assert!(!a.admin_ask(now, to, 11, &[b'x'; crate::wire::control::ADMIN_REQUEST_MAX + 1]));
     }
 
     struct Pool(std::vec::Vec<Ipv4Address>);

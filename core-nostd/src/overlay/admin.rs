@@ -7,14 +7,33 @@
 //! (another owner, no quorum) is retried every [`RESERVE_RETRY`]; a lost lease is claimed again the
 //! same way. Results of claims started by a command, and of admin reads, come back through
 //! [`super::Overlay::take_admin_done`] keyed by the caller's command number.
+//!
+//! **hostctl over the overlay** (DESIGN.md "hostctl"): an admin's laptop joins the secured overlay as
+//! a client with a certificate that has the admin role and sends [`ControlRepr::Admin`] requests (a
+//! control-socket request line) inside its session. A request whose session certificate has no
+//! [`cert::roles::ADMIN`] role, or that arrives on an unsecured overlay, is answered
+//! [`AdminStatus::Refused`] and counted (`admin_refused`); one that finds [`ADMIN_REQUESTS`] waiting
+//! is answered [`AdminStatus::Busy`] (`admin_busy`). The others wait for the runtime
+//! ([`Overlay::take_admin_call`]), which executes them as it does its control socket's and answers
+//! with [`Overlay::send_admin_reply`]: the answer travels in parts of at most [`ADMIN_PART_MAX`]
+//! bytes. On the requester's side the parts wait for [`Overlay::take_admin_part`] (at most
+//! [`ADMIN_REPLIES`]; beyond it the oldest is dropped, `admin_replies_dropped`).
+
+use core::net::SocketAddr;
 
 use heapless::Vec;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::Ipv4Address;
 
 use super::{Overlay, Purpose, IP_TTL};
+use crate::cert;
 use crate::dht::{Key, Kind, OpError, Outcome};
+use crate::id::NodeId;
 use crate::queue::Cx;
+use crate::session::PeerIdentity;
+use crate::wire::control::{
+    AdminReply, AdminRequest, AdminStatus, ControlRepr, ADMIN_PART_MAX, ADMIN_REQUEST_MAX,
+};
 
 /// Addresses the admin may reserve on one node; beyond it a reservation is refused.
 pub const RESERVED: usize = 32;
@@ -23,6 +42,53 @@ pub const RESERVED: usize = 32;
 pub const ADMIN_DONE: usize = 8;
 /// Interval between attempts to claim a reserved address we do not hold.
 pub const RESERVE_RETRY: Duration = Duration::from_secs(30);
+
+/// Admin requests from the overlay waiting for the runtime; beyond it a request is answered busy.
+pub const ADMIN_REQUESTS: usize = 2;
+/// Admin reply parts waiting for the requester's runtime; beyond it the oldest is dropped.
+pub const ADMIN_REPLIES: usize = 4;
+/// Most parts of one admin answer: a longer answer is refused by [`Overlay::send_admin_reply`].
+pub const ADMIN_PARTS: usize = 32;
+
+/// How many parts an admin answer of `len` bytes takes; `None` beyond [`ADMIN_PARTS`].
+pub fn admin_parts(len: usize) -> Option<u8> {
+    let parts = len.div_ceil(ADMIN_PART_MAX).max(1);
+    if parts > ADMIN_PARTS {
+        None
+    } else {
+        u8::try_from(parts).ok()
+    }
+}
+
+/// An admin request from a certified admin, for the runtime to execute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminCall {
+    /// Where it came from (the answer goes there).
+    pub from: SocketAddr,
+    /// The admin's certified node id.
+    pub peer: NodeId,
+    /// The requester's id for it.
+    pub id: u32,
+    /// The request line.
+    pub request: Vec<u8, ADMIN_REQUEST_MAX>,
+}
+
+/// One part of an answer to our admin request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminPart {
+    /// Who answered.
+    pub from: SocketAddr,
+    /// Our request's id.
+    pub id: u32,
+    /// How it went.
+    pub status: AdminStatus,
+    /// This part's index.
+    pub part: u8,
+    /// How many parts the answer has.
+    pub parts: u8,
+    /// The bytes.
+    pub body: Vec<u8, ADMIN_PART_MAX>,
+}
 
 /// A finished admin operation: the command number and what the DHT said.
 pub type AdminDone = (u32, Result<Outcome, OpError>);
@@ -53,6 +119,8 @@ pub(super) struct ReservedIp {
 pub(super) struct Admin {
     reserved: Vec<ReservedIp, RESERVED>,
     done: Vec<AdminDone, ADMIN_DONE>,
+    calls: Vec<AdminCall, ADMIN_REQUESTS>,
+    parts: Vec<AdminPart, ADMIN_REPLIES>,
 }
 
 /// Why a reservation cannot start.
@@ -68,6 +136,90 @@ pub enum ReserveRefused {
 }
 
 impl Overlay {
+    /// An admin request arrived (module doc).
+    pub(super) fn admin_request(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: SocketAddr,
+        auth: Option<PeerIdentity>,
+        r: AdminRequest<'_>,
+    ) {
+        let admin = auth.filter(|a| crate::secure::Secure::has_role(a.roles, cert::roles::ADMIN));
+        let status = match admin {
+            None => {
+                warn!("overlay: admin request from {} refused: no admin certificate", from);
+                cx.stats.admin_refused += 1;
+                AdminStatus::Refused
+            }
+            Some(_) if self.admin.calls.is_full() => {
+                cx.stats.admin_busy += 1;
+                AdminStatus::Busy
+            }
+            Some(a) => {
+                let mut request = Vec::new();
+                // The parser bounds the request to ADMIN_REQUEST_MAX: this cannot fail.
+                let _ = request.extend_from_slice(r.request);
+                let _ = self.admin.calls.push(AdminCall { from, peer: a.node_id, id: r.id, request });
+                return;
+            }
+        };
+        let m = ControlRepr::AdminReply(AdminReply { id: r.id, status, part: 0, parts: 1, body: &[] });
+        Self::send(cx, from, &m);
+    }
+
+    /// A part of an answer to one of our admin requests.
+    pub(super) fn admin_reply_part(&mut self, cx: &mut Cx<'_>, from: SocketAddr, r: AdminReply<'_>) {
+        if self.admin.parts.is_full() {
+            cx.stats.admin_replies_dropped += 1;
+            self.admin.parts.remove(0);
+        }
+        let mut body = Vec::new();
+        // The parser bounds the part to ADMIN_PART_MAX: this cannot fail.
+        let _ = body.extend_from_slice(r.body);
+        let p = AdminPart { from, id: r.id, status: r.status, part: r.part, parts: r.parts, body };
+        let _ = self.admin.parts.push(p);
+    }
+
+    /// The next admin request for the runtime to execute.
+    pub fn take_admin_call(&mut self) -> Option<AdminCall> {
+        (!self.admin.calls.is_empty()).then(|| self.admin.calls.remove(0))
+    }
+
+    /// The next part of an answer to our admin requests.
+    pub fn take_admin_part(&mut self) -> Option<AdminPart> {
+        (!self.admin.parts.is_empty()).then(|| self.admin.parts.remove(0))
+    }
+
+    /// Sends part `part` of the answer `body` to admin request `id` from `to` (the runtime sends
+    /// the parts one by one, draining the output queue between them: [`admin_parts`] says how
+    /// many). False (nothing sent) when the answer has no such part or more than [`ADMIN_PARTS`].
+    pub fn send_admin_reply(
+        &mut self,
+        cx: &mut Cx<'_>,
+        to: SocketAddr,
+        id: u32,
+        status: AdminStatus,
+        body: &[u8],
+        part: u8,
+    ) -> bool {
+        let Some(parts) = admin_parts(body.len()) else { return false };
+        if part >= parts {
+            return false;
+        }
+        let start = usize::from(part) * ADMIN_PART_MAX;
+        let chunk = body.get(start..body.len().min(start + ADMIN_PART_MAX)).unwrap_or(&[]);
+        let r = AdminReply { id, status, part, parts, body: chunk };
+        Self::send(cx, to, &ControlRepr::AdminReply(r))
+    }
+
+    /// Sends admin request `request` (at most [`ADMIN_REQUEST_MAX`] bytes, else false) to `to`.
+    pub fn send_admin_request(&mut self, cx: &mut Cx<'_>, to: SocketAddr, id: u32, request: &[u8]) -> bool {
+        if request.len() > ADMIN_REQUEST_MAX {
+            return false;
+        }
+        Self::send(cx, to, &ControlRepr::Admin(AdminRequest { id, request }))
+    }
+
     /// Starts a read of `kind`:`name` for command `cmd`; its outcome comes back from
     /// [`Overlay::take_admin_done`].
     pub fn admin_read(&mut self, now: Instant, kind: Kind, name: &[u8], cmd: u32) -> Result<(), OpError> {

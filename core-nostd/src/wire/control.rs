@@ -35,9 +35,14 @@ pub const HEADER_LEN: usize = 2;
 /// Most contact endpoints a hello carries (LAN, public, IPv6, rendezvous-learned).
 pub const MAX_ENDPOINTS: usize = 4;
 /// Number of body variants this version knows; a higher variant index is [`ParseError::UnknownKind`].
-const KINDS: u8 = 7;
+const KINDS: u8 = 9;
 /// Most members one [`ControlRepr::Members`] message lists (about 700 bytes with IPv6 endpoints).
 pub const MAX_MEMBERS: usize = 16;
+/// Longest admin request ([`ControlRepr::Admin`]); a longer one is [`ParseError::Malformed`].
+pub const ADMIN_REQUEST_MAX: usize = 512;
+/// Longest part of an admin reply ([`ControlRepr::AdminReply`]); a longer one is
+/// [`ParseError::Malformed`]. A longer answer travels in several parts.
+pub const ADMIN_PART_MAX: usize = 1024;
 
 mod field {
     pub const TYPE: usize = 0;
@@ -185,6 +190,86 @@ pub enum ControlRepr<'a> {
     RevocationWanted(u64),
     /// The CA-signed revocation list, exact bytes (checked by the receiver against the CA).
     Revocation(&'a [u8]),
+    /// An admin's request (hostctl over the overlay, DESIGN.md "hostctl"): executed only for a
+    /// session whose certificate has the admin role.
+    Admin(AdminRequest<'a>),
+    /// One part of the answer to an [`ControlRepr::Admin`] request.
+    AdminReply(AdminReply<'a>),
+}
+
+/// An admin request: `request` is one line as the daemon's control socket takes it (a JSON object
+/// such as `{"cmd":"status"}`), at most [`ADMIN_REQUEST_MAX`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminRequest<'a> {
+    /// Chosen by the requester, echoed in every part of the reply.
+    pub id: u32,
+    /// The request line.
+    pub request: &'a [u8],
+}
+
+/// How an admin request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminStatus {
+    /// Executed: the body is the daemon's answer (its own errors included, as JSON).
+    Done,
+    /// The sender's certificate has no admin role (or the overlay is not secured).
+    Refused,
+    /// Too many requests wait at the daemon: try again.
+    Busy,
+    /// A status this version does not know.
+    Unknown(u8),
+}
+
+impl From<u8> for AdminStatus {
+    fn from(v: u8) -> Self {
+        match v {
+            0 => Self::Done,
+            1 => Self::Refused,
+            2 => Self::Busy,
+            n => Self::Unknown(n),
+        }
+    }
+}
+
+impl From<AdminStatus> for u8 {
+    fn from(s: AdminStatus) -> u8 {
+        match s {
+            AdminStatus::Done => 0,
+            AdminStatus::Refused => 1,
+            AdminStatus::Busy => 2,
+            AdminStatus::Unknown(n) => n,
+        }
+    }
+}
+
+/// One part of an admin reply: the answer's bytes `part * ADMIN_PART_MAX ..` of `parts` parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminReply<'a> {
+    /// The request's id.
+    pub id: u32,
+    /// How it went.
+    pub status: AdminStatus,
+    /// This part's index, below `parts`.
+    pub part: u8,
+    /// How many parts the answer has (at least 1).
+    pub parts: u8,
+    /// This part's bytes, at most [`ADMIN_PART_MAX`].
+    pub body: &'a [u8],
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireAdmin<'a> {
+    id: u32,
+    request: &'a [u8],
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireAdminReply<'a> {
+    id: u32,
+    status: u8,
+    part: u8,
+    parts: u8,
+    body: &'a [u8],
 }
 
 /// The wire form of an endpoint: the address's bytes and the port.
@@ -226,6 +311,10 @@ enum Body<'a> {
     Members(heapless::Vec<WireMember, MAX_MEMBERS>),
     RevocationWanted(u64),
     Revocation(&'a [u8]),
+    #[serde(borrow)]
+    Admin(WireAdmin<'a>),
+    #[serde(borrow)]
+    AdminReply(WireAdminReply<'a>),
 }
 
 fn endpoint_to_wire(a: &SocketAddr) -> WireEndpoint {
@@ -272,11 +361,19 @@ impl<'a> ControlRepr<'a> {
             ),
             Self::RevocationWanted(v) => Body::RevocationWanted(*v),
             Self::Revocation(b) => Body::Revocation(b),
+            Self::Admin(a) => Body::Admin(WireAdmin { id: a.id, request: a.request }),
+            Self::AdminReply(r) => Body::AdminReply(WireAdminReply {
+                id: r.id,
+                status: r.status.into(),
+                part: r.part,
+                parts: r.parts,
+                body: r.body,
+            }),
         }
     }
 
-    fn from_body(body: Body<'a>) -> Self {
-        match body {
+    fn from_body(body: Body<'a>) -> Result<Self, ParseError> {
+        Ok(match body {
             Body::Hello(h) => {
                 let mut endpoints = heapless::Vec::new();
                 for e in &h.endpoints {
@@ -303,7 +400,19 @@ impl<'a> ControlRepr<'a> {
             ),
             Body::RevocationWanted(v) => Self::RevocationWanted(v),
             Body::Revocation(b) => Self::Revocation(b),
-        }
+            Body::Admin(a) if a.request.len() > ADMIN_REQUEST_MAX => return Err(ParseError::Malformed),
+            Body::Admin(a) => Self::Admin(AdminRequest { id: a.id, request: a.request }),
+            Body::AdminReply(r) if r.body.len() > ADMIN_PART_MAX || r.part >= r.parts => {
+                return Err(ParseError::Malformed)
+            }
+            Body::AdminReply(r) => Self::AdminReply(AdminReply {
+                id: r.id,
+                status: r.status.into(),
+                part: r.part,
+                parts: r.parts,
+                body: r.body,
+            }),
+        })
     }
 
     /// Parse a control message. Any input gives a message or an error, never a panic.
@@ -331,7 +440,7 @@ impl<'a> ControlRepr<'a> {
         if !rest.is_empty() {
             return Err(ParseError::TrailingBytes);
         }
-        Ok(Self::from_body(body))
+        Self::from_body(body)
     }
 
     /// Length of the whole message, header included.
@@ -467,6 +576,12 @@ mod tests {
         0x00, 192, 0, 2, 7, 0x94, 0x23, // V4, 4500 as a varint
     ];
 
+    /// Admin request 300 with the line `{}`.
+    static ADMIN_BYTES: [u8; 8] = [0xC1, 0x01, 0x07, 0xac, 0x02, 0x02, b'{', b'}'];
+
+    /// Admin reply to request 1: refused, part 0 of 1, body `ok`.
+    static ADMIN_REPLY_BYTES: [u8; 10] = [0xC1, 0x01, 0x08, 0x01, 0x01, 0x00, 0x01, 0x02, b'o', b'k'];
+
     fn members() -> heapless::Vec<MemberInfo, MAX_MEMBERS> {
         let mut v = heapless::Vec::new();
         v.push(MemberInfo {
@@ -493,13 +608,24 @@ mod tests {
     const PING: Ping = Ping { nonce: 0x0102_0304_0506_0708, sent: 1_000_000 };
     const PONG: Pong = Pong { nonce: 0x0102_0304_0506_0708, echo: 1_000_000 };
 
-    fn goldens() -> [(ControlRepr<'static>, &'static [u8]); 5] {
+    fn goldens() -> [(ControlRepr<'static>, &'static [u8]); 7] {
         [
             (ControlRepr::Members(members()), &MEMBERS_BYTES[..]),
             (ControlRepr::Hello(hello()), &HELLO_BYTES[..]),
             (ControlRepr::Ping(PING), &PING_BYTES[..]),
             (ControlRepr::Pong(PONG), &PONG_BYTES[..]),
             (ControlRepr::Dht(&[0xde, 0xad, 0x01]), &DHT_BYTES[..]),
+            (ControlRepr::Admin(AdminRequest { id: 300, request: b"{}" }), &ADMIN_BYTES[..]),
+            (
+                ControlRepr::AdminReply(AdminReply {
+                    id: 1,
+                    status: AdminStatus::Refused,
+                    part: 0,
+                    parts: 1,
+                    body: b"ok",
+                }),
+                &ADMIN_REPLY_BYTES[..],
+            ),
         ]
     }
 
@@ -549,8 +675,8 @@ mod tests {
             "control message version 2 not supported (this node speaks 1)"
         );
         b[1] = 1;
-        b[2] = 7;
-        assert_eq!(parse(&b), Err(ParseError::UnknownKind(7)));
+        b[2] = 9;
+        assert_eq!(parse(&b), Err(ParseError::UnknownKind(9)));
         b[2] = 0x80; // a multi-byte variant index
         assert_eq!(parse(&b), Err(ParseError::UnknownKind(0x80)));
         // Cut anywhere inside the body: malformed, never a panic.
@@ -664,10 +790,47 @@ mod tests {
         }
 
         #[test]
+        fn admin_round_trips(id: u32, request in proptest::collection::vec(any::<u8>(), 0..=ADMIN_REQUEST_MAX),
+                             status: u8, parts in 1u8..=32, part: u8, body in proptest::collection::vec(any::<u8>(), 0..=ADMIN_PART_MAX)) {
+            round_trip(&ControlRepr::Admin(AdminRequest { id, request: &request }))?;
+            let r = AdminReply { id, status: status.into(), part: part % parts, parts, body: &body };
+            round_trip(&ControlRepr::AdminReply(r))?;
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(mut b in proptest::collection::vec(any::<u8>(), 0..120)) {
             if let Some(x) = b.get_mut(0) { *x = CONTROL_TYPE; }
             if let Some(x) = b.get_mut(1) { *x = VERSION; }
             let _ = ControlRepr::parse_bytes(&b);
+        }
+    }
+
+    #[test]
+    fn admin_messages_are_bounded() {
+        let long = [b'x'; ADMIN_REQUEST_MAX + 1];
+        let mut b = [0xa5u8; 1536];
+        let n = ControlRepr::Admin(AdminRequest { id: 1, request: &long }).emit_into(&mut b).unwrap();
+        assert_eq!(ControlRepr::parse_bytes(&b[..n]), Err(ParseError::Malformed));
+        let n = ControlRepr::Admin(AdminRequest { id: 1, request: &long[1..] }).emit_into(&mut b).unwrap();
+        assert!(ControlRepr::parse_bytes(&b[..n]).is_ok());
+        let reply = |body: &'static [u8], part, parts| {
+            ControlRepr::AdminReply(AdminReply { id: 1, status: AdminStatus::Done, part, parts, body })
+        };
+        for (r, ok) in [
+            (reply(&[0; ADMIN_PART_MAX], 0, 1), true),
+            (reply(&[0; ADMIN_PART_MAX + 1], 0, 1), false),
+            (reply(b"", 1, 1), false),
+            (reply(b"", 0, 0), false),
+        ] {
+            let n = r.emit_into(&mut b).unwrap();
+            assert_eq!(ControlRepr::parse_bytes(&b[..n]).is_ok(), ok, "{r:?}");
+        }
+        // Statuses this version does not know are carried.
+        let mut unknown = ADMIN_REPLY_BYTES;
+        unknown[4] = 9;
+        match ControlRepr::parse_bytes(&unknown) {
+            Ok(ControlRepr::AdminReply(r)) => assert_eq!(r.status, AdminStatus::Unknown(9)),
+            other => panic!("{other:?}"),
         }
     }
 

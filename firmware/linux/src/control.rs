@@ -1,7 +1,8 @@
 //! The control socket: a Unix socket in the state directory (mode 0600) where `hostctl` asks the
 //! daemon for its status and metrics. One request line of JSON in, one JSON document (or Prometheus
 //! text) out, then the connection closes. The listener only reads and writes bytes; the answers are
-//! built by the main loop, which owns the node.
+//! built by the main loop, which owns the node. The same requests arrive over the overlay from an admin's
+//! `hostctl --via` (vn-core checks the admin certificate; the main loop answers them with these answers).
 
 use std::path::{Path, PathBuf};
 

@@ -311,6 +311,8 @@ async fn serve(cfg: Config) -> Result<()> {
     let io = Io { tap: &tap, overlay: &overlay };
     let (ctl_path, mut ctl_rx) = crate::control::listen(&cfg.state_dir)?;
     info!("control socket {}", ctl_path.display());
+    // Admin requests from the overlay (hostctl --via) waiting for their command's answer.
+    let mut remote: Vec<RemoteAnswer> = Vec::new();
 
     loop {
         let deadline =
@@ -405,8 +407,58 @@ async fn serve(cfg: Config) -> Result<()> {
                 crate::control::answer(reply, body);
             }
         }
+        // Admin requests from the overlay run like the control socket's (vn-core checked the
+        // sender's admin certificate).
+        while let Some(call) = node.poll_admin_call() {
+            let (otx, orx) = tokio::sync::oneshot::channel();
+            let line = String::from_utf8_lossy(&call.request).into_owned();
+            info!("admin request {} from {} at {}: {line}", call.id, call.peer, call.from);
+            match serde_json::from_str::<Request>(line.trim()) {
+                Ok(Request::Status) => {
+                    let _ = otx.send(status_json(&node, &cfg, &identity, clock.now()));
+                }
+                Ok(Request::Metrics) => {
+                    let m = crate::control::metrics(
+                        &cfg.params.name,
+                        &node.stats().fields(),
+                        node.bindings(clock.now()).count(),
+                    );
+                    let _ = otx.send(m);
+                }
+                Ok(req) => commands.start(&mut node, clock.now(), req, otx),
+                Err(e) => {
+                    let _ = otx.send(serde_json::json!({ "error": format!("bad request: {e}") }).to_string());
+                }
+            }
+            remote.push(RemoteAnswer { to: call.from, id: call.id, rx: orx });
+        }
         commands.drain(&mut node, clock.now());
         keep_revocation(&node, &cfg, &mut revocation_kept);
+        let mut i = 0;
+        while i < remote.len() {
+            match remote[i].rx.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => i += 1,
+                done => {
+                    let r = remote.swap_remove(i);
+                    let mut body =
+                        done.unwrap_or_else(|_| r#"{"error":"the daemon dropped the request"}"#.into());
+                    if vn_core::overlay::admin_parts(body.len()).is_none() {
+                        warn!("admin answer {} of {} bytes is too long for the overlay", r.id, body.len());
+                        let why = format!(
+                            "the answer ({} bytes) is too long for the overlay: ask through the node's control socket",
+                            body.len()
+                        );
+                        body = serde_json::json!({ "error": why }).to_string();
+                    }
+                    let parts = vn_core::overlay::admin_parts(body.len()).unwrap_or(1);
+                    for part in 0..parts {
+                        let status = vn_core::wire::control::AdminStatus::Done;
+                        node.admin_answer(clock.now(), r.to, r.id, status, body.as_bytes(), part);
+                        flush(&mut node, &clock, &mut persist, &io, &mut tx, &mut upstream, &up_tx).await;
+                    }
+                }
+            }
+        }
         flush(&mut node, &clock, &mut persist, &io, &mut tx, &mut upstream, &up_tx).await;
     }
     // Let a write in flight finish, then write once more so remaining durations are fresh.
@@ -416,6 +468,13 @@ async fn serve(cfg: Config) -> Result<()> {
     store.store(node.bindings(clock.now())).context("writing the bindings file at shutdown")?;
     info!("bindings saved to {}; stats: {:?}", store.path().display(), node.stats());
     Ok(())
+}
+
+/// An admin request from the overlay waiting for its answer.
+struct RemoteAnswer {
+    to: SocketAddr,
+    id: u32,
+    rx: tokio::sync::oneshot::Receiver<String>,
 }
 
 /// The answer to `hostctl status`.
