@@ -404,6 +404,12 @@ impl<const LEASES: usize> DhcpServer<LEASES> {
         None
     }
 
+    /// Whether `ip` is bound to a client now (an egress source check).
+    // HOT PATH
+    pub fn is_bound(&self, ip: Ipv4Address) -> bool {
+        self.find_ip(ip).is_some_and(|i| self.entries[i as usize].state == State::Bound)
+    }
+
     // HOT PATH
     fn find_ip(&self, ip: Ipv4Address) -> Option<u32> {
         if LEASES == 0 {

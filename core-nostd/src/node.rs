@@ -512,11 +512,69 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
                 let len = usize::from(ip.total_len()).min(payload.len());
                 self.tunnel(now, src_mac, src, dst, &payload[..len])
             }
-            _ if dst_mac == self.site.router_mac => {
-                // The Internet egress (P4) is not served yet.
-                self.stats.no_route += 1;
+            _ if dst_mac == self.site.router_mac && self.site.default_route() => {
+                let len = usize::from(ip.total_len()).min(payload.len());
+                self.egress(now, src, dst, &payload[..len]);
             }
+            _ if dst_mac == self.site.router_mac => self.stats.no_route += 1,
             _ => self.stats.other_dropped += 1,
+        }
+    }
+
+    /// A packet from a host on the LAN to a destination outside the VN, through `.2` (a router of a
+    /// namespace with egress): it leaves as [`Transmit::Egress`], the IP packet alone, for the runtime's
+    /// TUN device (which the OS routes and masquerades to the WAN). Only sources this site serves may
+    /// leave: a VN address held here (with an overlay) or leased here (without).
+    fn egress(&mut self, now: Instant, src: Ipv4Address, dst: Ipv4Address, packet: &[u8]) {
+        let ours = match self.overlay.as_ref() {
+            Some(o) => o.holds_ip(now, src),
+            None => self.site.params.is_vn_host(src) && self.dhcp.is_bound(src),
+        };
+        if !ours || self.site.params.subnet.contains_addr(&dst) {
+            self.stats.egress_refused += 1;
+            return;
+        }
+        let ok = crate::queue::Out::push(&mut self.out, &mut self.stats, Dest::Egress, false, &mut |buf| {
+            buf.get_mut(..packet.len())?.copy_from_slice(packet);
+            Some(packet.len())
+        });
+        if ok {
+            self.stats.egress_tx += 1;
+        }
+    }
+
+    /// An IPv4 packet from the runtime's egress TUN device (an answer from outside the VN): delivered to
+    /// the host on this LAN that holds its destination, from the router MAC. A source inside the VN's
+    /// subnet (spoofed from outside) or a destination no host here holds is dropped and counted.
+    pub fn handle_egress(&mut self, now: Instant, packet: &[u8]) {
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let len = usize::from(ip.total_len()).min(packet.len());
+        let held = self.overlay.as_ref().is_none_or(|o| o.holds_ip(now, dst));
+        let mac = self.arp.mac_of(dst);
+        let (true, Some(mac), false) = (held, mac, self.site.params.subnet.contains_addr(&src)) else {
+            self.stats.egress_refused += 1;
+            return;
+        };
+        let router_mac = self.site.router_mac;
+        let ok = crate::queue::Out::push(&mut self.out, &mut self.stats, Dest::Lan, false, &mut |buf| {
+            let total = wire::ETHERNET_HEADER_LEN + len;
+            let b = buf.get_mut(..total)?;
+            let mut eth = EthernetFrame::new_unchecked(&mut b[..]);
+            smoltcp::wire::EthernetRepr {
+                src_addr: router_mac,
+                dst_addr: mac,
+                ethertype: EthernetProtocol::Ipv4,
+            }
+            .emit(&mut eth);
+            eth.payload_mut().copy_from_slice(&packet[..len]);
+            Some(total)
+        });
+        if ok {
+            self.stats.egress_rx += 1;
         }
     }
 
@@ -1024,5 +1082,108 @@ mod tests {
         assert_eq!(n.bindings(now).count(), 1);
         n.bindings_persisted(token);
         assert_eq!(dhcp_replies(&mut n, now), std::vec![(offered, DhcpMessageType::Ack)]);
+    }
+
+    /// An ICMP echo request from CLIENT at `src` to `dst`, to the router MAC.
+    fn echo_to(router: EthernetAddress, src: Ipv4Address, dst: Ipv4Address) -> StdVec {
+        let caps = smoltcp::phy::ChecksumCapabilities::default();
+        let icmp = Icmpv4Repr::EchoRequest { ident: 7, seq_no: 1, data: b"egress" };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut buf = std::vec![0xa5u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+        smoltcp::wire::EthernetRepr { src_addr: CLIENT, dst_addr: router, ethertype: EthernetProtocol::Ipv4 }
+            .emit(&mut eth);
+        let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut ipp, &caps);
+        icmp.emit(&mut Icmpv4Packet::new_unchecked(ipp.payload_mut()), &caps);
+        buf
+    }
+
+    /// DORA for CLIENT on node `n` (persisting at once); the leased address.
+    fn lease(n: &mut DefaultNode, now: &mut Instant) -> Ipv4Address {
+        n.handle_timeout(*now);
+        n.handle_lan(*now, &request(DhcpMessageType::Discover, None, None));
+        *now += Duration::from_millis(600);
+        n.handle_timeout(*now);
+        let (ip, _) = dhcp_replies(n, *now)[0];
+        let dns = n.site().dns_addr;
+        n.handle_lan(*now, &request(DhcpMessageType::Request, Some(ip), Some(dns)));
+        n.bindings_persisted(n.persist_checkpoint());
+        let _ = dhcp_replies(n, *now);
+        ip
+    }
+
+    #[test]
+    fn with_egress_a_leased_host_reaches_outside_through_the_egress_and_answers_come_back() {
+        let public = Ipv4Address::new(198, 51, 100, 10);
+        let mut params =
+            NamespaceParams::new([9; 16], "demo", Ipv4Cidr::new(Ipv4Address::new(10, 250, 0, 0), 16))
+                .unwrap();
+        params.egress = true;
+        let mut n: DefaultNode = Node::new(Site::new(params).unwrap(), 7);
+        let mut now = Instant::from_secs(1);
+        let ip = lease(&mut n, &mut now);
+        let router = n.site().router_mac;
+        let mut buf = [0u8; FRAME_CAP];
+
+        // Out: the IP packet alone, for the runtime's TUN.
+        let frame = echo_to(router, ip, public);
+        n.handle_lan(now, &frame);
+        let out =
+            core::iter::from_fn(|| n.poll_transmit(now, &mut buf)).find(|t| matches!(t, Transmit::Egress(_)));
+        let Some(Transmit::Egress(len)) = out else { panic!("no egress packet") };
+        assert_eq!(&buf[..len], &frame[14..], "the IP packet, unchanged");
+        assert_eq!(n.stats().egress_tx, 1);
+
+        // Back: an answer from outside is delivered to the host's MAC from the router MAC.
+        let mut answer = frame[14..].to_vec();
+        let mut p = Ipv4Packet::new_unchecked(&mut answer[..]);
+        p.set_src_addr(public);
+        p.set_dst_addr(ip);
+        p.fill_checksum();
+        n.handle_egress(now, &answer);
+        let out =
+            core::iter::from_fn(|| n.poll_transmit(now, &mut buf)).find(|t| matches!(t, Transmit::Lan(_)));
+        let Some(Transmit::Lan(len)) = out else { panic!("no LAN frame") };
+        let eth = EthernetFrame::new_checked(&buf[..len]).unwrap();
+        assert_eq!((eth.dst_addr(), eth.src_addr()), (CLIENT, router));
+        assert_eq!(eth.payload(), &answer[..]);
+        assert_eq!(n.stats().egress_rx, 1);
+
+        // Refused: a VN source from outside, an answer for an address nobody here holds, and a source
+        // this site did not lease.
+        let mut spoofed = answer.clone();
+        let mut p = Ipv4Packet::new_unchecked(&mut spoofed[..]);
+        p.set_src_addr(Ipv4Address::new(10, 250, 9, 9));
+        p.fill_checksum();
+        n.handle_egress(now, &spoofed);
+        let mut stray = answer.clone();
+        let mut p = Ipv4Packet::new_unchecked(&mut stray[..]);
+        p.set_dst_addr(Ipv4Address::new(10, 250, 9, 9));
+        p.fill_checksum();
+        n.handle_egress(now, &stray);
+        n.handle_lan(now, &echo_to(router, Ipv4Address::new(10, 250, 7, 7), public));
+        assert_eq!(n.stats().egress_refused, 3);
+        assert!(core::iter::from_fn(|| n.poll_transmit(now, &mut buf)).next().is_none());
+    }
+
+    #[test]
+    fn without_egress_nothing_leaves_for_outside() {
+        let mut n = node();
+        let mut now = Instant::from_secs(1);
+        let ip = lease(&mut n, &mut now);
+        let router = n.site().router_mac;
+        n.handle_lan(now, &echo_to(router, ip, Ipv4Address::new(198, 51, 100, 10)));
+        let mut buf = [0u8; FRAME_CAP];
+        assert!(
+            core::iter::from_fn(|| n.poll_transmit(now, &mut buf)).all(|t| !matches!(t, Transmit::Egress(_)))
+        );
+        assert_eq!((n.stats().egress_tx, n.stats().no_route), (0, 1));
     }
 }

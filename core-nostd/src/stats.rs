@@ -159,6 +159,13 @@ pub struct Stats {
     pub secure_revocations_taken: u64,
     /// Revocation lists refused (not signed by the CA, another namespace, malformed).
     pub secure_revocations_refused: u64,
+    /// Packets from hosts sent out through the Internet egress.
+    pub egress_tx: u64,
+    /// Packets from the Internet egress delivered to hosts.
+    pub egress_rx: u64,
+    /// Egress packets refused (a source not served here, a VN destination, a spoofed VN source from
+    /// outside, or no host here for the destination).
+    pub egress_refused: u64,
     /// SNTP queries sent (wall clock for certificates).
     pub sntp_queries: u64,
     /// SNTP answers that set the clock.
@@ -175,7 +182,7 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter with its name, for status output and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 82] {
+    pub fn fields(&self) -> [(&'static str, u64); 85] {
         [
             ("lan_rx", self.lan_rx),
             ("lan_tx", self.lan_tx),
@@ -253,6 +260,9 @@ impl Stats {
             ("secure_revoked_closed", self.secure_revoked_closed),
             ("secure_revocations_taken", self.secure_revocations_taken),
             ("secure_revocations_refused", self.secure_revocations_refused),
+            ("egress_tx", self.egress_tx),
+            ("egress_rx", self.egress_rx),
+            ("egress_refused", self.egress_refused),
             ("sntp_queries", self.sntp_queries),
             ("sntp_answers", self.sntp_answers),
             ("sntp_refused", self.sntp_refused),

@@ -18,6 +18,9 @@ pub struct Config {
     pub params: NamespaceParams,
     /// Name of the TAP device on the site's dedicated bridge; `None` for a standalone DHT storage node.
     pub tap: Option<String>,
+    /// The TUN device packets to destinations outside the VN leave through (a router of a namespace
+    /// with `egress = true`); the OS routes and masquerades it to the WAN.
+    pub egress_tun: Option<String>,
     /// Router (a TAP on the site's bridge) or interface mode (the host's own TAP, one VN address).
     pub role: vn_core::config::NodeRole,
     /// The overlay, when the node joins other sites (P2); `None` serves one site alone (P1).
@@ -154,6 +157,7 @@ struct RawNamespace {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     tap: Option<Spanned<String>>,
+    egress_tun: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     state_dir: Spanned<String>,
 }
@@ -263,22 +267,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
     })?;
 
     let d = raw.daemon.get_ref();
-    let tap = match &d.tap {
-        None => None,
-        Some(t) => {
-            let name = t.get_ref().clone();
-            if name.is_empty()
-                || name.len() > 15
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                return Err(err(
-                    at(t),
-                    format!("`tap` {name:?} is not a valid interface name (1-15 of a-z, 0-9, - _ .)"),
-                ));
-            }
-            Some(name)
+    let ifname = |key: &str, t: &Spanned<String>| {
+        let name = t.get_ref().clone();
+        if name.is_empty()
+            || name.len() > 15
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(err(
+                at(t),
+                format!("`{key}` {name:?} is not a valid interface name (1-15 of a-z, 0-9, - _ .)"),
+            ));
         }
+        Ok(name)
     };
+    let tap = d.tap.as_ref().map(|t| ifname("tap", t)).transpose()?;
+    let egress_tun = d.egress_tun.as_ref().map(|t| ifname("egress_tun", t)).transpose()?;
+    if let Some(t) = &d.egress_tun {
+        if !params.egress {
+            return Err(err(
+                at(t),
+                "`egress_tun` needs `egress = true` in [namespace] (hosts get no default route without it)"
+                    .into(),
+            ));
+        }
+    }
     let role = match d.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
         None | Some((_, "router")) => vn_core::config::NodeRole::Router,
         Some((_, "interface")) => vn_core::config::NodeRole::Interface,
@@ -391,7 +403,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigFileError> {
             }
         },
     };
-    Ok(Config { params, tap, role, overlay, state_dir, security })
+    Ok(Config { params, tap, egress_tun, role, overlay, state_dir, security })
 }
 
 fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {

@@ -281,6 +281,26 @@ async fn serve(cfg: Config) -> Result<()> {
                 .context("no TAP queue returned")?,
         ),
     };
+    let egress = match &cfg.egress_tun {
+        None => None,
+        Some(name) => {
+            let t = tokio_tun::Tun::builder()
+                .name(name)
+                .mtu(i32::from(cfg.params.mtu))
+                .up()
+                .build()
+                .with_context(|| {
+                    format!("cannot open the egress TUN device {name} (are you root? does another process hold it?)")
+                })?
+                .pop()
+                .context("no TUN queue returned")?;
+            info!(
+                "Internet egress through {name}: route {} to it and masquerade its traffic to the WAN",
+                cfg.params.subnet
+            );
+            Some(t)
+        }
+    };
     let overlay = cfg.overlay.as_ref().map(|o| overlay_socket(o.listen)).transpose()?;
     match &cfg.tap {
         Some(name) => info!(
@@ -308,7 +328,8 @@ async fn serve(cfg: Config) -> Result<()> {
     let (persist_tx, mut persist_rx) = mpsc::channel::<(PersistToken, std::io::Result<()>)>(4);
     let mut persist =
         Persist { dirty: false, in_flight: false, retry_at: None, tx: persist_tx, store: store.clone() };
-    let io = Io { tap: &tap, overlay: &overlay };
+    let io = Io { tap: &tap, overlay: &overlay, egress: &egress };
+    let mut erx = vec![0u8; 65536];
     let (ctl_path, mut ctl_rx) = crate::control::listen(&cfg.state_dir)?;
     info!("control socket {}", ctl_path.display());
     // Admin requests from the overlay (hostctl --via) waiting for their command's answer.
@@ -341,6 +362,10 @@ async fn serve(cfg: Config) -> Result<()> {
                         }
                     }
                 }
+            }
+            r = recv_tap(&egress, &mut erx) => {
+                let n = r.context("reading the egress TUN device")?;
+                node.handle_egress(clock.now(), &erx[..n]);
             }
             r = recv_overlay(&overlay, &mut orx) => {
                 match r {
@@ -569,6 +594,7 @@ fn status_json(
 struct Io<'a> {
     tap: &'a Option<tokio_tun::Tun>,
     overlay: &'a Option<UdpSocket>,
+    egress: &'a Option<tokio_tun::Tun>,
 }
 
 /// The bindings file writer: one write in flight at a time, off the packet path. Changes that arrive
@@ -642,7 +668,13 @@ async fn flush(
             Transmit::Upstream { to, local_port, len } => {
                 send_upstream(upstream, up_tx, to, local_port, &buf[..len]).await;
             }
-            Transmit::Egress(_) => debug!("dropping {t:?}: no Internet egress in this build"),
+            Transmit::Egress(len) => {
+                if let Some(tun) = io.egress {
+                    if let Err(e) = tun.send(&buf[..len]).await {
+                        debug!("egress TUN write failed: {e}");
+                    }
+                }
+            }
         }
     }
 }

@@ -128,6 +128,7 @@ const SCHEMA: &[Schema] = &[
             ("enabled", "", Kind::InitOnly(Kind2::Bool)),
             ("log_level", "", Kind::InitOnly(Kind2::Str)),
             ("tap", "tap", Kind::Str),
+            ("egress_tun", "egress_tun", Kind::Str),
             ("mode", "mode", Kind::Str),
             ("state_dir", "state_dir", Kind::Str),
         ],
