@@ -534,11 +534,7 @@ impl<const LEASES: usize, const HOSTS: usize, const DNSQ: usize, const TXQ: usiz
             self.stats.egress_refused += 1;
             return;
         }
-        let ok = crate::queue::Out::push(&mut self.out, &mut self.stats, Dest::Egress, false, &mut |buf| {
-            buf.get_mut(..packet.len())?.copy_from_slice(packet);
-            Some(packet.len())
-        });
-        if ok {
+        if crate::queue::Out::push_bytes(&mut self.out, &mut self.stats, Dest::Egress, packet) {
             self.stats.egress_tx += 1;
         }
     }

@@ -171,6 +171,13 @@ pub trait Out {
     ) -> bool;
     /// Queue an event; `false` (and counted) when the event queue is full.
     fn event(&mut self, stats: &mut Stats, event: Event) -> bool;
+    /// Queue `bytes` as they are (a message already built); `false` when full or too long.
+    fn push_bytes(&mut self, stats: &mut Stats, dest: Dest, bytes: &[u8]) -> bool {
+        self.push(stats, dest, false, &mut |b| {
+            b.get_mut(..bytes.len())?.copy_from_slice(bytes);
+            Some(bytes.len())
+        })
+    }
 }
 
 impl Cx<'_> {

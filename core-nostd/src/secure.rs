@@ -144,7 +144,16 @@ pub struct CertCheck<'a> {
 /// Length of the revocation list version that leads our handshake credentials.
 const CRED_VERSION_LEN: usize = 8;
 
-impl CertCheck<'_> {
+impl<'a> CertCheck<'a> {
+    fn new(
+        ca: &'a CaKey,
+        namespace: &'a [u8; 16],
+        reading: Reading,
+        revoked: Option<&'a RevocationList>,
+    ) -> Self {
+        CertCheck { ca, namespace, reading, revoked, accepted: None }
+    }
+
     fn check(&mut self, credentials: &[u8]) -> Result<CertInfo, Reject> {
         let c = Certificate::parse(credentials).map_err(|_| Reject::BadCredentials)?;
         c.verify(self.ca, self.namespace, self.reading, self.revoked).map_err(|e| match e {
@@ -502,9 +511,9 @@ impl Secure {
         };
         match sealed {
             Ok(n) => {
+                // A rekey this send asked for is due in `Sessions::poll_at`, so the node's next
+                // `handle_timeout` sends it: no scan of the session table per packet here.
                 self.contacts[at].used = now;
-                // A rekey the send asked for leaves now.
-                self.pump(now, stats, out);
                 Some(n)
             }
             Err(SendError::NoSession) => {
@@ -562,10 +571,7 @@ impl Secure {
             };
             match self.endpoint_of(&remote) {
                 Some(to) => {
-                    out.push(stats, Dest::Overlay(to), false, &mut |b| {
-                        b.get_mut(..len)?.copy_from_slice(&buf[..len]);
-                        Some(len)
-                    });
+                    out.push_bytes(stats, Dest::Overlay(to), &buf[..len]);
                 }
                 None => self.sessions.remove(&remote),
             }
@@ -617,14 +623,8 @@ impl Secure {
                     stats.secure_intro_unexpected += 1;
                     return;
                 }
-                let reading = self.reading(now);
-                let mut check = CertCheck {
-                    ca: &self.ca,
-                    namespace: &self.namespace,
-                    reading,
-                    revoked: self.revoked.as_ref(),
-                    accepted: None,
-                };
+                let mut check =
+                    CertCheck::new(&self.ca, &self.namespace, self.reading(now), self.revoked.as_ref());
                 let info = match check.check(cert) {
                     Ok(i) => i,
                     Err(e) => {
@@ -653,15 +653,8 @@ impl Secure {
         from: SocketAddr,
         d: &[u8],
     ) -> Up {
-        let reading = self.reading(now);
         let wall = self.wall(now);
-        let mut check = CertCheck {
-            ca: &self.ca,
-            namespace: &self.namespace,
-            reading,
-            revoked: self.revoked.as_ref(),
-            accepted: None,
-        };
+        let mut check = CertCheck::new(&self.ca, &self.namespace, self.reading(now), self.revoked.as_ref());
         let mut reply = [0u8; MAX_HANDSHAKE_LEN];
         let outcome =
             self.sessions.handle_handshake(now, from, d, wall, &mut self.rng, &mut check, stats, &mut reply);
@@ -671,10 +664,7 @@ impl Secure {
         }
         let established = match outcome {
             HandshakeOutcome::Reply { len, established } => {
-                out.push(stats, Dest::Overlay(from), false, &mut |b| {
-                    b.get_mut(..len)?.copy_from_slice(&reply[..len]);
-                    Some(len)
-                });
+                out.push_bytes(stats, Dest::Overlay(from), &reply[..len]);
                 established
             }
             HandshakeOutcome::Established(e) => Some(e),
@@ -721,10 +711,7 @@ impl Secure {
                 stats.secure_stash_dropped += 1;
                 continue;
             }
-            out.push(stats, Dest::Overlay(to), false, &mut |b| {
-                b.get_mut(..s.len)?.copy_from_slice(&s.buf[..s.len]);
-                Some(s.len)
-            });
+            out.push_bytes(stats, Dest::Overlay(to), &s.buf[..s.len]);
         }
         if keepalive && !any {
             out.push(stats, Dest::Overlay(to), false, &mut |b| {
